@@ -1,14 +1,89 @@
-//! rcu-rangemap: a concurrent range map (crate docs are written with the map).
+//! A concurrent range map: non-overlapping half-open ranges of integer keys mapped to
+//! values, read by many threads at once while writer sessions change it.
+//!
+//! Inside is an RCU-style copy-on-write B+tree (the Linux maple tree's idea) whose entries
+//! each embed a refcount read lock (the kernel's per-VMA lock, as reworked in Dec 2024):
+//!
+//! - **Readers** ([`RangeMap::get`]) pin an epoch, descend the published tree with plain
+//!   loads, and take a read count on the one entry they find — no map-wide lock, no atomic
+//!   read-modify-write on shared tree memory. The [`ReadGuard`] holds that count, not the
+//!   epoch, so long-lived guards never hold back memory reclamation.
+//! - **Writers** ([`RangeMap::write`]) are serialised. A session edits a private
+//!   copy-on-write version, write-locks only the entries it changes (waiting for their
+//!   readers), and publishes everything with one atomic root store at commit; one
+//!   sequence increment then unlocks all its entries at once.
+//! - **Removed entries** are detached at commit (waiting out readers that raced in), then
+//!   freed through epoch-based reclamation. Values are never dropped by the reclaimer:
+//!   removed values are handed back to the writer's caller.
+//!
+//! # What readers can observe
+//!
+//! - A session is atomic: readers see the version before it until it commits, except that
+//!   an entry the session has locked cannot be read meanwhile — `get` waits for the
+//!   commit, `try_get` answers [`TryGetError::Locked`].
+//! - `get` and `try_get` are linearizable; `get` never answers a spurious `None`.
+//! - Iterators yield entries in key order, each read-locked and valid when yielded; if a
+//!   commit removed the next entry meanwhile, the walk continues in the newer version.
+//!   `gaps` reads one published version.
+//!
+//! # Example: lookup-then-read-lock against a concurrent writer
+//!
+//! ```
+//! use rcu_rangemap::RangeMap;
+//! use std::thread;
+//!
+//! // Guest-physical memory slots of a VMM: range -> host address.
+//! let map = RangeMap::<u64, u64>::new();
+//! map.write().insert(0x0000..0x8000, 0x7f00_0000);
+//!
+//! thread::scope(|s| {
+//!     s.spawn(|| {
+//!         for _ in 0..1000 {
+//!             // Lock-free lookup; the guard keeps this one entry read-locked.
+//!             let slot = map.get(0x1234).expect("always mapped");
+//!             assert!(slot.range().contains(&0x1234));
+//!         }
+//!     });
+//!     s.spawn(|| {
+//!         for i in 0..100u64 {
+//!             let mut w = map.write();
+//!             // Remap the upper half; the session publishes atomically at commit.
+//!             w.insert(0x4000..0x8000, 0x9000_0000 + i);
+//!             w.commit();
+//!         }
+//!     });
+//! });
+//! assert_eq!(map.len(), 2);
+//! assert_eq!(*map.get(0x4000).unwrap(), 0x9000_0000 + 99);
+//! ```
+//!
+//! # Values that must learn where they are cut
+//!
+//! Overwriting or removing part of an entry splits it. With `V: Clone`, [`Writer::insert`]
+//! and [`Writer::remove`] clone the value; [`Writer::insert_with`] and
+//! [`Writer::remove_with`] instead call a closure that cuts it (a file mapping moves its
+//! offset), with no `Clone` bound.
 
 #![warn(missing_docs)]
 
+mod entry;
+mod error;
 mod key;
 #[cfg(loom)]
 #[doc(hidden)]
 pub mod lock;
 #[cfg(not(loom))]
-#[allow(dead_code)]
 mod lock;
+mod map;
+mod reclaim;
+mod stats;
 mod sync;
+mod tree;
+mod writer;
 
+pub use entry::ReadGuard;
+pub use error::{InsertError, InsertErrorKind, TryGetError};
 pub use key::Key;
+pub use map::{Fit, Gaps, Overlapping, RangeMap};
+pub use stats::Stats;
+pub use writer::{Displaced, DisplacedIter, Writer};

@@ -60,6 +60,7 @@ pub const READ_LIMIT: u32 = WRITER - 1;
 
 /// The entry sequence of an entry no session has locked. The domain sequence starts at 0
 /// and moves by one per session start and end, so it never gets near this value.
+#[cfg_attr(not(loom), allow(dead_code))] // the map creates entries inside sessions
 const NEVER_LOCKED: u64 = u64::MAX;
 
 /// Spins before a waiting writer parks. Under loom a spin is a yield, so keep it short.
@@ -139,6 +140,7 @@ impl LockDomain {
     }
 
     /// The current sequence (odd while a session is active).
+    #[cfg_attr(not(loom), allow(dead_code))] // tests and models
     pub fn current(&self) -> u64 {
         // Relaxed: a snapshot for diagnostics and tests; protocol decisions reload.
         self.seq.load(Ordering::Relaxed)
@@ -187,6 +189,7 @@ pub struct EntryLock {
 
 impl EntryLock {
     /// A lock for an entry about to enter the tree: attached, no readers, not locked.
+    #[cfg_attr(not(loom), allow(dead_code))] // tests and models
     pub fn new_attached() -> Self {
         EntryLock {
             count: AtomicU32::new(ATTACHED),
@@ -194,8 +197,18 @@ impl EntryLock {
         }
     }
 
+    /// A lock for an entry created inside session `s`: attached, and write-locked by `s`
+    /// from birth (it is unpublished until `s` commits, so no reader can be waited for).
+    pub fn new_locked(s: Session) -> Self {
+        EntryLock {
+            count: AtomicU32::new(ATTACHED),
+            seq: AtomicU64::new(s.0),
+        }
+    }
+
     /// A lock in an arbitrary count state, for tests of the limit and of detaching.
     #[doc(hidden)]
+    #[cfg_attr(not(loom), allow(dead_code))] // tests and models
     pub fn with_count(count: u32) -> Self {
         EntryLock {
             count: AtomicU32::new(count),
@@ -204,6 +217,7 @@ impl EntryLock {
     }
 
     /// The raw count, for assertions and `Debug`.
+    #[cfg_attr(not(loom), allow(dead_code))] // tests and models
     pub fn count(&self) -> u32 {
         // Relaxed: a snapshot; nothing is ordered by it.
         self.count.load(Ordering::Relaxed)
@@ -266,16 +280,17 @@ impl EntryLock {
         // the caller holds orders them too, this keeps the lock correct on its own.
         let mut c = self.count.load(Ordering::Acquire);
         loop {
-            debug_assert!(c != DETACHED && c < WRITER, "slow-path read during a session");
+            debug_assert!(
+                c != DETACHED && c < WRITER,
+                "slow-path read during a session"
+            );
             if c >= READ_LIMIT {
                 return Err(ReadFail::Limit);
             }
-            match self.count.compare_exchange_weak(
-                c,
-                c + 1,
-                Ordering::Acquire,
-                Ordering::Acquire,
-            ) {
+            match self
+                .count
+                .compare_exchange_weak(c, c + 1, Ordering::Acquire, Ordering::Acquire)
+            {
                 Ok(_) => return Ok(()),
                 Err(now) => c = now,
             }
@@ -394,7 +409,11 @@ mod tests {
         for c in [WRITER, WRITER + 1, WRITER + 7] {
             let l = EntryLock::with_count(c);
             assert_eq!(l.try_read(&d), Err(ReadFail::Locked));
-            assert_eq!(l.count(), c, "a refused reader must leave the count unchanged");
+            assert_eq!(
+                l.count(),
+                c,
+                "a refused reader must leave the count unchanged"
+            );
         }
     }
 

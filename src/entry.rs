@@ -1,0 +1,206 @@
+//! Entries (a value with its range and embedded lock) and the `ReadGuard` readers hold.
+//!
+//! Owns: the entry's memory, who may touch its range and value and when, and the guard
+//! that holds a read count. Must not: find entries (the tree) or decide when to lock them
+//! (the map and the writer).
+
+use core::cell::UnsafeCell;
+use core::fmt;
+use core::marker::PhantomData;
+use core::mem::MaybeUninit;
+use core::ops::{Deref, Range};
+use core::ptr::NonNull;
+
+use crate::key::Key;
+use crate::lock::{EntryLock, LockDomain, Session};
+
+/// One stored range and its value.
+///
+/// Invariants:
+/// - `value` is initialised while the entry is in a tree version some thread can still use
+///   it through (from creation until the writer that removes it moves the value out).
+/// - `range` and `value` are written only by the writer session that holds the entry
+///   write-locked (`lock.seq == session`, after `write_lock` waited the readers out) or
+///   created it; they are read by that writer, or by a reader holding a read count granted
+///   by the lock protocol, which excludes the writer's changes until the session ends.
+/// - The entry is freed only after `lock.detach` drained it (count `DETACHED`) and the
+///   versions that reached it were unlinked — through `reclaim::retire`, by layout: the
+///   value is never dropped there (it was moved out by the writer).
+pub(crate) struct Entry<K, V> {
+    pub(crate) lock: EntryLock,
+    range: UnsafeCell<(K, K)>,
+    value: UnsafeCell<MaybeUninit<V>>,
+}
+
+impl<K: Key, V> Entry<K, V> {
+    /// A new entry for `lo..hi`, born in (and write-locked by) session `s`.
+    pub(crate) fn alloc(lo: K, hi: K, value: V, s: Session) -> NonNull<Self> {
+        let b = Box::new(Entry {
+            lock: EntryLock::new_locked(s),
+            range: UnsafeCell::new((lo, hi)),
+            value: UnsafeCell::new(MaybeUninit::new(value)),
+        });
+        // SAFETY: `Box::into_raw` never returns null.
+        unsafe { NonNull::new_unchecked(Box::into_raw(b)) }
+    }
+
+    /// The entry's bounds.
+    ///
+    /// # Safety
+    /// The caller holds a granted read count, or is the writer session (see the type's
+    /// invariants).
+    #[inline]
+    pub(crate) unsafe fn bounds(&self) -> (K, K) {
+        // SAFETY: caller contract: no concurrent write.
+        unsafe { *self.range.get() }
+    }
+
+    /// Free the entry, handing its value to the caller.
+    ///
+    /// # Safety
+    /// `this` came from [`Entry::alloc`], its value is initialised, and no other thread can
+    /// reach it (its tree is gone and no guard is alive).
+    pub(crate) unsafe fn into_value(this: NonNull<Self>) -> V {
+        // SAFETY: caller contract; `Box::from_raw` matches `alloc`.
+        let b = unsafe { Box::from_raw(this.as_ptr()) };
+        // SAFETY: caller contract: initialised.
+        unsafe { b.value.into_inner().assume_init() }
+    }
+
+    /// The value.
+    ///
+    /// # Safety
+    /// As for [`bounds`](Self::bounds), and the value is initialised.
+    #[inline]
+    pub(crate) unsafe fn value(&self) -> &V {
+        // SAFETY: caller contract.
+        unsafe { (*self.value.get()).assume_init_ref() }
+    }
+}
+
+/// Write access to an entry that the active writer session holds write-locked.
+///
+/// Invariant: the session that made it holds the entry write-locked (or created it), so no
+/// reader reads the range or value until the session ends, and the entry stays allocated
+/// for the session (it can only be retired by this session's commit).
+pub(crate) struct Held<K, V> {
+    ptr: NonNull<Entry<K, V>>,
+}
+
+impl<K: Key, V> Held<K, V> {
+    /// Write-lock `ptr` in session `s` (waiting for its readers) and take write access.
+    ///
+    /// # Safety
+    /// `ptr` is an attached entry of the session's working tree, `s` is the active session,
+    /// and the caller creates no two live `Held` for one entry that it uses at once.
+    pub(crate) unsafe fn lock(ptr: NonNull<Entry<K, V>>, domain: &LockDomain, s: Session) -> Self {
+        // SAFETY: caller contract: the entry is live.
+        unsafe { ptr.as_ref() }.lock.write_lock(domain, s);
+        Held { ptr }
+    }
+
+    pub(crate) fn ptr(&self) -> NonNull<Entry<K, V>> {
+        self.ptr
+    }
+
+    pub(crate) fn set_bounds(&mut self, lo: K, hi: K) {
+        // SAFETY: type invariant: readers are excluded, only this session writes.
+        unsafe { *self.ptr.as_ref().range.get() = (lo, hi) }
+    }
+
+    /// The value, mutably. It must be initialised (not yet moved out).
+    pub(crate) fn value_mut(&mut self) -> &mut V {
+        // SAFETY: type invariant (exclusive access); initialised per caller contract of
+        // the operations that move it out, which consume or refill it.
+        unsafe { (*self.ptr.as_ref().value.get()).assume_init_mut() }
+    }
+
+    /// Move the value out and put `new` in its place.
+    pub(crate) fn replace_value(&mut self, new: V) -> V {
+        core::mem::replace(self.value_mut(), new)
+    }
+
+    /// Move the value out for good: the entry must be leaving the tree (detached at commit).
+    pub(crate) fn take_value(self) -> V {
+        // SAFETY: type invariant (exclusive access); the value is initialised, and the caller
+        // unlinks the entry so nothing reads it again.
+        unsafe { (*self.ptr.as_ref().value.get()).assume_init_read() }
+    }
+}
+
+/// A read-locked entry: the value and its range, readable until the guard is dropped.
+///
+/// Holds one count of the entry's embedded refcount lock — not an epoch pin — so a guard
+/// kept for a long time delays only writers that want this very entry, never memory
+/// reclamation elsewhere in the map.
+///
+/// ```
+/// use rcu_rangemap::RangeMap;
+///
+/// let map = RangeMap::<u64, &str>::new();
+/// map.write().insert(0x1000..0x3000, "text");
+/// let guard = map.get(0x2fff).unwrap();
+/// assert_eq!(*guard, "text");
+/// assert_eq!(guard.range(), 0x1000..0x3000);
+/// ```
+pub struct ReadGuard<'a, K: Key, V> {
+    domain: &'a LockDomain,
+    entry: NonNull<Entry<K, V>>,
+    _value: PhantomData<&'a V>,
+}
+
+// SAFETY: a guard is a shared borrow of a `V` plus the right to give back one read count,
+// which any thread may do; so it may move or be shared across threads when `&V` may.
+unsafe impl<K: Key, V: Sync> Send for ReadGuard<'_, K, V> {}
+// SAFETY: as above: `&ReadGuard` only hands out `&V`.
+unsafe impl<K: Key, V: Sync> Sync for ReadGuard<'_, K, V> {}
+
+impl<'a, K: Key, V> ReadGuard<'a, K, V> {
+    /// Wrap a read count the caller was granted.
+    ///
+    /// # Safety
+    /// The caller holds one granted read count of `entry` (from `try_read` or `read_locked`)
+    /// and hands it to the guard; `domain` is the entry's map's lock domain.
+    pub(crate) unsafe fn new(domain: &'a LockDomain, entry: NonNull<Entry<K, V>>) -> Self {
+        ReadGuard {
+            domain,
+            entry,
+            _value: PhantomData,
+        }
+    }
+
+    /// The range of the entry, as it is while the guard is held.
+    pub fn range(&self) -> Range<K> {
+        // SAFETY: the guard holds a granted read count (type invariant).
+        let (lo, hi) = unsafe { self.entry.as_ref().bounds() };
+        lo..hi
+    }
+}
+
+impl<K: Key, V> Deref for ReadGuard<'_, K, V> {
+    type Target = V;
+
+    fn deref(&self) -> &V {
+        // SAFETY: the read count keeps the entry allocated, attached (so the value is
+        // initialised) and unchanged until the guard is dropped.
+        unsafe { self.entry.as_ref().value() }
+    }
+}
+
+impl<K: Key, V> Drop for ReadGuard<'_, K, V> {
+    fn drop(&mut self) {
+        // SAFETY: we still hold our count, so the entry is allocated for this call;
+        // `read_unlock` touches nothing of it after its decrement and wakes the writer
+        // through `domain`, which the guard borrows from the live map.
+        unsafe { self.entry.as_ref() }.lock.read_unlock(self.domain);
+    }
+}
+
+impl<K: Key, V: fmt::Debug> fmt::Debug for ReadGuard<'_, K, V> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ReadGuard")
+            .field("range", &self.range())
+            .field("value", &**self)
+            .finish()
+    }
+}

@@ -1,0 +1,509 @@
+//! `RangeMap`: lookups, iteration and free-space queries for readers.
+//!
+//! Owns: the published root, the lookup-then-read-lock protocol (fast path, retry, slow
+//! path under the map-wide lock), iterators and the map's teardown. Must not: change the
+//! tree (that is `Writer`'s job) or hold an epoch pin beyond one descent.
+
+use core::fmt;
+use core::marker::PhantomData;
+use core::ops::Range;
+use core::ptr::NonNull;
+use std::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
+
+use parking_lot::RwLock;
+
+use crate::entry::{Entry, ReadGuard};
+use crate::error::TryGetError;
+use crate::key::Key;
+use crate::lock::{LockDomain, ReadFail};
+use crate::reclaim;
+use crate::stats::{Counters, Event, Stats};
+use crate::tree::gap::{self, Want};
+use crate::tree::node::{Node, NodeMut, NodeRef};
+use crate::tree::search::{self, Found};
+use crate::writer::Writer;
+
+pub(crate) type TreeNode<K, V> = Node<K, Entry<K, V>>;
+
+/// Which end of the free space [`RangeMap::find_gap`] takes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Fit {
+    /// The lowest aligned place that fits (first fit).
+    Lowest,
+    /// The highest aligned place that fits (last fit).
+    Highest,
+}
+
+/// A concurrent map from non-overlapping half-open ranges of `K` to values `V`.
+///
+/// See the [crate docs](crate) for the design and what readers can observe.
+///
+/// Complexity: `get`, `try_get`, each iterator step, and `find_gap` are O(log n); `gaps`
+/// is O(log n + k) for k gaps; a writer session's edits are O(log n) each, plus copying
+/// the O(log n) nodes on each changed path once per session.
+pub struct RangeMap<K: Key, V> {
+    /// The published tree version. Stored (Release) only by a committing writer.
+    root: AtomicPtr<TreeNode<K, V>>,
+    pub(crate) domain: LockDomain,
+    /// Writers take it exclusively for a whole session; slow-path readers share it.
+    pub(crate) writers: RwLock<()>,
+    len: AtomicUsize,
+    stats: Counters,
+    _values: PhantomData<V>,
+}
+
+// SAFETY: the map owns its values; moving it to another thread moves them (and drops them
+// there), which `V: Send` allows. Everything else is atomics and raw memory it owns.
+unsafe impl<K: Key, V: Send> Send for RangeMap<K, V> {}
+// SAFETY: through `&RangeMap`, readers on any thread get `&V` (needs `V: Sync`) and writer
+// sessions on any thread move values in and out (needs `V: Send`).
+unsafe impl<K: Key, V: Send + Sync> Sync for RangeMap<K, V> {}
+
+impl<K: Key, V> Default for RangeMap<K, V> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Outcome of one fast-path attempt.
+enum Fast<'a, K: Key, V> {
+    Hit(ReadGuard<'a, K, V>),
+    Vacant,
+    Refused(ReadFail),
+}
+
+impl<K: Key, V> RangeMap<K, V> {
+    /// An empty map.
+    ///
+    /// ```
+    /// let map = rcu_rangemap::RangeMap::<u64, u32>::new();
+    /// assert!(map.is_empty());
+    /// ```
+    pub fn new() -> Self {
+        RangeMap {
+            root: AtomicPtr::new(NodeMut::<K, Entry<K, V>>::alloc(0, 0).as_ptr()),
+            domain: LockDomain::new(),
+            writers: RwLock::new(()),
+            len: AtomicUsize::new(0),
+            stats: Counters::new(),
+            _values: PhantomData,
+        }
+    }
+
+    /// The published root, for a reader pinned by `_pin`.
+    #[inline]
+    fn root<'g>(&self, _pin: &'g reclaim::Guard) -> NodeRef<'g, K, Entry<K, V>> {
+        // Acquire: pairs with the Release store in `Writer`'s commit; the nodes of the
+        // version we load are fully written.
+        let ptr = self.root.load(Ordering::Acquire);
+        // SAFETY: the root is never null, and a published node is retired only after it is
+        // unlinked and freed only after every pin older than the retirement is dropped, so
+        // it lives as long as `_pin`.
+        unsafe { NodeRef::new(NonNull::new_unchecked(ptr)) }
+    }
+
+    /// The published root for the session that holds the writers' lock exclusively.
+    pub(crate) fn root_for_writer(&self) -> *mut TreeNode<K, V> {
+        // Relaxed: the previous writer's stores are ordered before ours by the writers' lock.
+        self.root.load(Ordering::Relaxed)
+    }
+
+    /// Publish `root` (at commit).
+    pub(crate) fn publish(&self, root: *mut TreeNode<K, V>, len: usize) {
+        // Release: pairs with the Acquire load in `root`; readers of this version see every
+        // node and entry the session wrote.
+        self.root.store(root, Ordering::Release);
+        // Relaxed: `len` is a standalone count; readers get no ordering from it.
+        self.len.store(len, Ordering::Relaxed);
+    }
+
+    /// Find with `find`, read-lock, and confirm with `check` on the entry's current bounds.
+    /// One fast-path attempt per loop turn; a detached entry or moved range restarts from
+    /// the root under a fresh pin (no pointer survives an unpin).
+    #[inline]
+    fn fast<F, C>(&self, find: &F, check: &C) -> Fast<'_, K, V>
+    where
+        F: Fn(NodeRef<'_, K, Entry<K, V>>) -> Option<Found<Entry<K, V>, K>>,
+        C: Fn(K, K) -> bool,
+    {
+        loop {
+            let pin = reclaim::pin();
+            let Some(found) = find(self.root(&pin)) else {
+                self.stats.count(Event::Miss);
+                return Fast::Vacant;
+            };
+            // SAFETY: reached from the pinned root, so allocated until `pin` drops.
+            let entry = unsafe { found.entry.as_ref() };
+            match entry.lock.try_read(&self.domain) {
+                Ok(()) => {
+                    drop(pin);
+                    // SAFETY: `try_read` granted us one count, which the guard takes over.
+                    let guard = unsafe { ReadGuard::new(&self.domain, found.entry) };
+                    let r = guard.range();
+                    if check(r.start, r.end) {
+                        self.stats.count(Event::Success);
+                        return Fast::Hit(guard);
+                    }
+                    // A commit moved the entry's bounds after we read the leaf.
+                    self.stats.count(Event::Retry);
+                }
+                Err(ReadFail::Detached) => self.stats.count(Event::Retry),
+                Err(why) => {
+                    self.stats.count(Event::Abort);
+                    return Fast::Refused(why);
+                }
+            }
+        }
+    }
+
+    /// Slow path: under the writers' lock (shared), no session runs, so the published tree
+    /// is exact and every entry in it is attached and unlocked.
+    #[cold]
+    fn slow<F>(&self, find: &F) -> Option<ReadGuard<'_, K, V>>
+    where
+        F: Fn(NodeRef<'_, K, Entry<K, V>>) -> Option<Found<Entry<K, V>, K>>,
+    {
+        let _shared = self.writers.read();
+        loop {
+            let pin = reclaim::pin();
+            let found = find(self.root(&pin))?;
+            // SAFETY: reached from the pinned root.
+            let entry = unsafe { found.entry.as_ref() };
+            match entry.lock.read_locked() {
+                Ok(()) => {
+                    self.stats.count(Event::Slow);
+                    // SAFETY: `read_locked` granted us one count.
+                    return Some(unsafe { ReadGuard::new(&self.domain, found.entry) });
+                }
+                // The limit: wait for some of the ~2^30 readers to leave.
+                Err(_) => std::thread::yield_now(),
+            }
+        }
+    }
+
+    fn locate<F, C>(&self, find: F, check: C) -> Option<ReadGuard<'_, K, V>>
+    where
+        F: Fn(NodeRef<'_, K, Entry<K, V>>) -> Option<Found<Entry<K, V>, K>>,
+        C: Fn(K, K) -> bool,
+    {
+        match self.fast(&find, &check) {
+            Fast::Hit(g) => Some(g),
+            Fast::Vacant => None,
+            Fast::Refused(_) => self.slow(&find),
+        }
+    }
+
+    /// The entry holding `key`, read-locked: lookup-then-read-lock.
+    ///
+    /// Lock-free fast path (an epoch pin for the descent, one compare-and-swap on the entry's
+    /// count). If a writer session holds that entry, waits for the session to commit (on the
+    /// map-wide lock, shared) — never answers a spurious `None`: a key covered both before
+    /// and after every session is always found. O(log n).
+    ///
+    /// ```
+    /// use rcu_rangemap::RangeMap;
+    ///
+    /// let map = RangeMap::<u64, char>::new();
+    /// map.write().insert(100..200, 'a');
+    /// assert_eq!(map.get(150).as_deref(), Some(&'a'));
+    /// assert!(map.get(200).is_none());
+    /// ```
+    pub fn get(&self, key: K) -> Option<ReadGuard<'_, K, V>> {
+        self.locate(
+            |root| search::lookup(root, key),
+            |lo, hi| lo <= key && key < hi,
+        )
+    }
+
+    /// The fast path of [`get`](Self::get) only: never blocks, never takes the map-wide
+    /// lock. O(log n).
+    ///
+    /// # Errors
+    /// [`TryGetError::Vacant`] if no entry holds `key`, [`TryGetError::Locked`] if a writer
+    /// session holds the entry, [`TryGetError::Limit`] at the reader limit.
+    ///
+    /// ```
+    /// use rcu_rangemap::{RangeMap, TryGetError};
+    ///
+    /// let map = RangeMap::<u64, u8>::new();
+    /// map.write().insert(0..10, 7);
+    /// let mut w = map.write();
+    /// w.get_mut(5).unwrap();                      // the session now holds 0..10
+    /// assert_eq!(map.try_get(5).unwrap_err(), TryGetError::Locked);
+    /// w.commit();
+    /// assert_eq!(*map.try_get(5).unwrap(), 7);
+    /// assert_eq!(map.try_get(10).unwrap_err(), TryGetError::Vacant);
+    /// ```
+    pub fn try_get(&self, key: K) -> Result<ReadGuard<'_, K, V>, TryGetError> {
+        match self.fast(&|root| search::lookup(root, key), &|lo, hi| {
+            lo <= key && key < hi
+        }) {
+            Fast::Hit(g) => Ok(g),
+            Fast::Vacant => Err(TryGetError::Vacant),
+            Fast::Refused(ReadFail::Limit) => Err(TryGetError::Limit),
+            Fast::Refused(_) => Err(TryGetError::Locked),
+        }
+    }
+
+    /// Start a writer session. Blocks while another session runs.
+    ///
+    /// Changes made through the [`Writer`] are published together when it is committed or
+    /// dropped; until then readers see the previous version, except that entries the
+    /// session has locked (see [`Writer`]) are waited for by `get` and refused by `try_get`.
+    pub fn write(&self) -> Writer<'_, K, V> {
+        Writer::new(self)
+    }
+
+    /// Number of entries in the published version. O(1).
+    pub fn len(&self) -> usize {
+        // Relaxed: a standalone count (see `publish`).
+        self.len.load(Ordering::Relaxed)
+    }
+
+    /// Whether the published version has no entries. O(1).
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Entries overlapping `range`, in key order (double-ended), each read-locked when
+    /// yielded.
+    ///
+    /// No map-wide lock unless an entry is held by a session (then it is waited for, as in
+    /// `get`). Each step re-descends from the current root under a fresh pin, so a
+    /// long-lived iterator holds back no reclamation, and if a commit removed the next entry
+    /// meanwhile the walk continues in the newer version after the last key yielded.
+    /// O(log n) per step. An empty or reversed `range` yields nothing.
+    ///
+    /// ```
+    /// use rcu_rangemap::RangeMap;
+    ///
+    /// let map = RangeMap::<u32, u32>::new();
+    /// let mut w = map.write();
+    /// for i in 0..5 {
+    ///     w.insert(i * 10..i * 10 + 5, i);
+    /// }
+    /// w.commit();
+    /// let got: Vec<u32> = map.overlapping(12..33).map(|g| *g).collect();
+    /// assert_eq!(got, [1, 2, 3]);
+    /// let back: Vec<u32> = map.overlapping(12..33).rev().map(|g| *g).collect();
+    /// assert_eq!(back, [3, 2, 1]);
+    /// ```
+    pub fn overlapping(&self, range: Range<K>) -> Overlapping<'_, K, V> {
+        Overlapping {
+            map: self,
+            front: range.start,
+            back: range.end,
+        }
+    }
+
+    /// All entries in key order (double-ended), each read-locked when yielded; see
+    /// [`overlapping`](Self::overlapping).
+    pub fn iter(&self) -> Overlapping<'_, K, V> {
+        self.overlapping(K::ZERO..K::MAX)
+    }
+
+    /// The maximal free ranges inside `within`, in key order (double-ended), all from one
+    /// published version. O(log n + k). An empty or reversed `within` yields nothing.
+    ///
+    /// ```
+    /// use rcu_rangemap::RangeMap;
+    ///
+    /// let map = RangeMap::<u8, ()>::new();
+    /// let mut w = map.write();
+    /// w.insert(10..20, ());
+    /// w.insert(30..40, ());
+    /// w.commit();
+    /// let gaps: Vec<_> = map.gaps(0..50).collect();
+    /// assert_eq!(gaps, [0..10, 20..30, 40..50]);
+    /// ```
+    pub fn gaps(&self, within: Range<K>) -> Gaps<K> {
+        let pin = reclaim::pin();
+        Gaps {
+            inner: gap::gaps(self.root(&pin), within.start, within.end).into_iter(),
+        }
+    }
+
+    /// A free range of `size` keys whose start is a multiple of `align`, inside `within`:
+    /// the lowest or highest such place in the published version, or `None`.
+    ///
+    /// O(log n): subtrees are skipped through their largest-gap metadata, not scanned.
+    ///
+    /// # Panics
+    /// If `size` is zero or `align` is not a power of two.
+    ///
+    /// ```
+    /// use rcu_rangemap::{Fit, RangeMap};
+    ///
+    /// let map = RangeMap::<u64, ()>::new();
+    /// map.write().insert(0x1000..0x2800, ());
+    /// let lo = map.find_gap(0..0x10000, 0x1000, 0x1000, Fit::Lowest);
+    /// assert_eq!(lo, Some(0..0x1000));
+    /// let lo = map.find_gap(0x800..0x10000, 0x1000, 0x1000, Fit::Lowest);
+    /// assert_eq!(lo, Some(0x3000..0x4000));
+    /// let hi = map.find_gap(0..0x10000, 0x1000, 0x1000, Fit::Highest);
+    /// assert_eq!(hi, Some(0xf000..0x10000));
+    /// ```
+    pub fn find_gap(&self, within: Range<K>, size: K, align: K, fit: Fit) -> Option<Range<K>> {
+        let want = want(within, size, align);
+        let pin = reclaim::pin();
+        gap::find_gap(self.root(&pin), want, fit)
+    }
+
+    /// A snapshot of the lock statistics (see [`Stats`]).
+    ///
+    /// ```
+    /// use rcu_rangemap::RangeMap;
+    ///
+    /// let map = RangeMap::<u64, ()>::new();
+    /// map.write().insert(0..10, ());
+    /// drop(map.get(3));
+    /// drop(map.get(30));
+    /// let s = map.stats();
+    /// assert_eq!((s.success, s.miss), (1, 1));
+    /// ```
+    pub fn stats(&self) -> Stats {
+        self.stats.snapshot()
+    }
+}
+
+/// Validate a `find_gap` request (the checks its `# Panics` documents).
+pub(crate) fn want<K: Key>(within: Range<K>, size: K, align: K) -> Want<K> {
+    assert!(size > K::ZERO, "find_gap: size must be non-zero");
+    assert!(
+        align.is_power_of_two(),
+        "find_gap: align must be a power of two, got {align:?}"
+    );
+    Want {
+        w0: within.start,
+        w1: within.end,
+        size,
+        align,
+    }
+}
+
+impl<K: Key, V: fmt::Debug> fmt::Debug for RangeMap<K, V> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut m = f.debug_map();
+        for g in self.iter() {
+            m.entry(&g.range(), &*g);
+        }
+        m.finish()
+    }
+}
+
+impl<K: Key, V> Drop for RangeMap<K, V> {
+    fn drop(&mut self) {
+        // `&mut self`: no reader or writer exists, so the published tree is ours alone.
+        let root = *self.root.get_mut();
+        // SAFETY: the root is live and, with no other thread left, cannot be freed under us.
+        let root_ref: NodeRef<'_, K, Entry<K, V>> =
+            unsafe { NodeRef::new(NonNull::new_unchecked(root)) };
+        let mut entries = Vec::with_capacity(*self.len.get_mut());
+        search::for_each_overlapping(root_ref, K::ZERO, K::MAX, &mut |f| entries.push(f.entry));
+        let mut nodes = Vec::new();
+        search::for_each_node_post(root_ref, &mut |n| nodes.push(n.as_ptr()));
+        for n in nodes {
+            // SAFETY: every node of the published tree, each once; no reader is left, and
+            // retired versions are not in this list (they are the collector's).
+            unsafe { NodeMut::free(n) };
+        }
+        // Drop the values in this thread (never in a reclamation callback). If one value's
+        // `Drop` panics, `Rest` drops the others during unwinding.
+        struct Rest<K: Key, V>(std::vec::IntoIter<NonNull<Entry<K, V>>>);
+        impl<K: Key, V> Drop for Rest<K, V> {
+            fn drop(&mut self) {
+                for e in self.0.by_ref() {
+                    // SAFETY: each entry of the last published version, once: attached (value
+                    // initialised), unreachable now that the tree is freed, owned by the map.
+                    drop(unsafe { Entry::into_value(e) });
+                }
+            }
+        }
+        drop(Rest(entries.into_iter()));
+    }
+}
+
+/// Iterator over entries overlapping a range, from [`RangeMap::overlapping`] and
+/// [`RangeMap::iter`]. Yields read-locked [`ReadGuard`]s, in key order from the front and
+/// in reverse from the back.
+pub struct Overlapping<'a, K: Key, V> {
+    map: &'a RangeMap<K, V>,
+    /// Entries yielded from the front ended at or before this.
+    front: K,
+    /// Entries yielded from the back started at or after this.
+    back: K,
+}
+
+impl<'a, K: Key, V> Iterator for Overlapping<'a, K, V> {
+    type Item = ReadGuard<'a, K, V>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let (front, back) = (self.front, self.back);
+        if front >= back {
+            return None;
+        }
+        let g = self.map.locate(
+            |root| search::first_overlapping(root, front, back),
+            |lo, hi| hi > front && lo < back,
+        );
+        match &g {
+            Some(g) => self.front = g.range().end,
+            None => self.front = back,
+        }
+        g
+    }
+}
+
+impl<K: Key, V> DoubleEndedIterator for Overlapping<'_, K, V> {
+    fn next_back(&mut self) -> Option<Self::Item> {
+        let (front, back) = (self.front, self.back);
+        if front >= back {
+            return None;
+        }
+        let g = self.map.locate(
+            |root| search::last_overlapping(root, front, back),
+            |lo, hi| hi > front && lo < back,
+        );
+        match &g {
+            Some(g) => self.back = g.range().start,
+            None => self.back = front,
+        }
+        g
+    }
+}
+
+impl<K: Key, V> core::iter::FusedIterator for Overlapping<'_, K, V> {}
+
+impl<K: Key, V> fmt::Debug for Overlapping<'_, K, V> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Overlapping")
+            .field("front", &self.front)
+            .field("back", &self.back)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Iterator over free ranges, from [`RangeMap::gaps`]: one consistent snapshot.
+#[derive(Clone, Debug)]
+pub struct Gaps<K> {
+    inner: std::vec::IntoIter<Range<K>>,
+}
+
+impl<K> Iterator for Gaps<K> {
+    type Item = Range<K>;
+    fn next(&mut self) -> Option<Range<K>> {
+        self.inner.next()
+    }
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        self.inner.size_hint()
+    }
+}
+
+impl<K> DoubleEndedIterator for Gaps<K> {
+    fn next_back(&mut self) -> Option<Range<K>> {
+        self.inner.next_back()
+    }
+}
+
+impl<K> ExactSizeIterator for Gaps<K> {}
+impl<K> core::iter::FusedIterator for Gaps<K> {}

@@ -1,0 +1,89 @@
+//! Lock statistics in the spirit of the kernel's VMA_LOCK_SUCCESS / ABORT / RETRY / MISS.
+//!
+//! Owns: the counters and their snapshot type. Must not: put a shared cache-line write on
+//! the lookup fast path — counts go to one of several cache-padded shards picked per
+//! thread, so two threads share a line only when they hash to the same shard.
+
+use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
+use crossbeam_utils::CachePadded;
+
+const SHARDS: usize = 8;
+
+/// A snapshot of a map's lock statistics, from [`RangeMap::stats`](crate::RangeMap::stats).
+///
+/// Counters are per map, cumulative since it was created, and read without stopping
+/// readers, so a snapshot taken under load is approximate (each counter is exact on its
+/// own once the map is quiet).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub struct Stats {
+    /// Fast-path lookups that read-locked their entry without any map-wide lock.
+    pub success: u64,
+    /// Fast paths that gave up (entry locked by a session, or reader limit) and fell back
+    /// to the map-wide lock.
+    pub abort: u64,
+    /// Fast paths restarted from the root (entry detached or its range moved meanwhile).
+    pub retry: u64,
+    /// Lookups that found no entry for the key.
+    pub miss: u64,
+    /// Read locks granted on the slow path, under the map-wide lock.
+    pub slow: u64,
+}
+
+#[derive(Clone, Copy)]
+pub(crate) enum Event {
+    Success = 0,
+    Abort = 1,
+    Retry = 2,
+    Miss = 3,
+    Slow = 4,
+}
+
+type Shard = [AtomicU64; 5];
+
+pub(crate) struct Counters {
+    shards: Box<[CachePadded<Shard>; SHARDS]>,
+}
+
+fn shard_index() -> usize {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    thread_local! {
+        // Relaxed: only uniqueness-ish of the index matters, not ordering.
+        static INDEX: usize = NEXT.fetch_add(1, Ordering::Relaxed) % SHARDS;
+    }
+    INDEX.with(|i| *i)
+}
+
+impl Counters {
+    pub(crate) fn new() -> Self {
+        Counters {
+            shards: Box::new(core::array::from_fn(|_| {
+                CachePadded::new(core::array::from_fn(|_| AtomicU64::new(0)))
+            })),
+        }
+    }
+
+    #[inline]
+    pub(crate) fn count(&self, e: Event) {
+        // Relaxed: a statistic; nothing is ordered by it.
+        self.shards[shard_index()][e as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn snapshot(&self) -> Stats {
+        let sum = |e: Event| {
+            self.shards
+                .iter()
+                // Relaxed: a statistic (see `Stats`).
+                .map(|s| s[e as usize].load(Ordering::Relaxed))
+                .sum()
+        };
+        Stats {
+            success: sum(Event::Success),
+            abort: sum(Event::Abort),
+            retry: sum(Event::Retry),
+            miss: sum(Event::Miss),
+            slow: sum(Event::Slow),
+        }
+    }
+}

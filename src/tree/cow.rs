@@ -1,0 +1,251 @@
+//! Copy-on-write edits: the writer session's working tree.
+//!
+//! Owns: insertion, removal and re-bounding of leaf slots, with node splits, merges and
+//! refills, by path copying — every node on a changed path that the session did not
+//! allocate itself is copied, and the original is queued for retirement at commit.
+//! Must not: publish (the writer stores the root) or free a node some reader may reach:
+//! only nodes born in this session are freed here, immediately; replaced published nodes
+//! are handed back through [`CowTree::into_parts`].
+
+use core::ptr::NonNull;
+
+use smallvec::SmallVec;
+
+use super::node::{Node, NodeMut, NodeRef, Summary, B, MIN};
+use super::search::{lookup, Found};
+use crate::key::Key;
+
+type Path<K, E> = SmallVec<[(NodeMut<K, E>, usize); 8]>;
+
+/// A writer session's view of the tree.
+///
+/// Invariants: `root` is a well-formed tree (see [`Node`]); every node reachable from it is
+/// either born in `session` (unpublished, mutable through a [`NodeMut`]) or published and
+/// untouched; `retired` holds the published nodes this session replaced, none of them
+/// reachable from `root`.
+pub(crate) struct CowTree<K, E> {
+    root: *mut Node<K, E>,
+    session: u64,
+    retired: Vec<*mut Node<K, E>>,
+}
+
+impl<K: Key, E> CowTree<K, E> {
+    /// A session view starting at the published `root`.
+    ///
+    /// # Safety
+    /// `root` is a live, well-formed tree that stays allocated for the session (only this
+    /// session may retire its nodes), and `session` is the active session's sequence.
+    pub(crate) unsafe fn new(root: *mut Node<K, E>, session: u64) -> Self {
+        CowTree {
+            root,
+            session,
+            retired: Vec::new(),
+        }
+    }
+
+    /// The working root, read-only.
+    pub(crate) fn root(&self) -> NodeRef<'_, K, E> {
+        // SAFETY: type invariant: the root is live for the session, and no `NodeMut` write
+        // can happen while `&self` is borrowed.
+        unsafe { NodeRef::new(NonNull::new_unchecked(self.root)) }
+    }
+
+    /// The root to publish and the replaced nodes to retire after publishing.
+    pub(crate) fn into_parts(self) -> (*mut Node<K, E>, Vec<*mut Node<K, E>>) {
+        (self.root, self.retired)
+    }
+
+    /// The session's own copy of `ptr`: itself if born in this session, else a fresh copy
+    /// (the original is queued for retirement).
+    fn own(&mut self, ptr: *mut Node<K, E>) -> NodeMut<K, E> {
+        // SAFETY: `ptr` is reachable from the working root, hence live (type invariant).
+        let r = unsafe { NodeRef::new(NonNull::new_unchecked(ptr)) };
+        if r.born() == self.session {
+            // SAFETY: born in this session, so unpublished and only reachable from the
+            // working tree.
+            unsafe { NodeMut::from_owned(ptr) }
+        } else {
+            self.retired.push(ptr);
+            NodeMut::copy_of(r, self.session)
+        }
+    }
+
+    /// Make the path to the leaf that holds (or would hold) `key` the session's own.
+    fn descend_mut(&mut self, key: K) -> (Path<K, E>, NodeMut<K, E>) {
+        let root = self.own(self.root);
+        self.root = root.as_ptr();
+        let mut path = Path::new();
+        let mut node = root;
+        while !node.as_ref().is_leaf() {
+            let idx = node.as_ref().rank(key).saturating_sub(1);
+            let child = self.own(node.slot_ptr(idx) as *mut Node<K, E>);
+            node.set_ptr(idx, child.as_ptr() as *mut ());
+            path.push((node, idx));
+            node = child;
+        }
+        (path, node)
+    }
+
+    /// Insert slot `s`/`ptr` at `pos` of `node`; if full, split and return the new right
+    /// sibling.
+    fn insert_into(
+        &mut self,
+        node: NodeMut<K, E>,
+        pos: usize,
+        s: Summary<K>,
+        ptr: *mut (),
+    ) -> Option<NodeMut<K, E>> {
+        let len = node.as_ref().len();
+        if len < B {
+            node.insert_slot(pos, s, ptr);
+            return None;
+        }
+        let sib = NodeMut::alloc(self.session, node.as_ref().level());
+        let half = B / 2;
+        for j in half..B {
+            let (sj, pj) = node.slot(j);
+            sib.set_slot(j - half, sj, pj);
+        }
+        sib.set_len(B - half);
+        node.set_len(half);
+        if pos <= half {
+            node.insert_slot(pos, s, ptr);
+        } else {
+            sib.insert_slot(pos - half, s, ptr);
+        }
+        Some(sib)
+    }
+
+    /// Insert an entry for `lo..hi`, which must be free in the working tree.
+    pub(crate) fn insert(&mut self, lo: K, hi: K, entry: NonNull<E>) {
+        debug_assert!(lo < hi);
+        let (path, leaf) = self.descend_mut(lo);
+        let pos = leaf.as_ref().rank(lo);
+        let s = Summary {
+            lo,
+            hi,
+            gap: K::ZERO,
+        };
+        let mut split = self.insert_into(leaf, pos, s, entry.as_ptr() as *mut ());
+        let mut child = leaf;
+        for &(parent, idx) in path.iter().rev() {
+            parent.set_summary(idx, child.as_ref().summary());
+            if let Some(sib) = split {
+                split =
+                    self.insert_into(parent, idx + 1, sib.as_ref().summary(), sib.as_ptr() as _);
+            }
+            child = parent;
+        }
+        if let Some(sib) = split {
+            let top = NodeMut::alloc(self.session, child.as_ref().level() + 1);
+            top.insert_slot(0, child.as_ref().summary(), child.as_ptr() as _);
+            top.insert_slot(1, sib.as_ref().summary(), sib.as_ptr() as _);
+            self.root = top.as_ptr();
+        }
+    }
+
+    /// Remove the entry whose range holds `key`; returns it with its bounds.
+    pub(crate) fn remove(&mut self, key: K) -> Option<Found<E, K>> {
+        lookup(self.root(), key)?;
+        let (path, leaf) = self.descend_mut(key);
+        let i = leaf.as_ref().rank(key) - 1;
+        let (s, p) = leaf.remove_slot(i);
+        let mut child = leaf;
+        for &(parent, idx) in path.iter().rev() {
+            if child.as_ref().len() < MIN {
+                self.rebalance(parent, idx);
+            } else {
+                parent.set_summary(idx, child.as_ref().summary());
+            }
+            child = parent;
+        }
+        self.collapse_root();
+        Some(Found {
+            // SAFETY: leaf slots hold non-null entry pointers.
+            entry: unsafe { NonNull::new_unchecked(p as *mut E) },
+            lo: s.lo,
+            hi: s.hi,
+        })
+    }
+
+    /// Change the bounds of the entry whose range holds `key` to `lo..hi`, which must lie
+    /// inside its current range.
+    pub(crate) fn set_bounds(&mut self, key: K, lo: K, hi: K) {
+        let (path, leaf) = self.descend_mut(key);
+        let i = leaf.as_ref().rank(key) - 1;
+        debug_assert!(leaf.as_ref().lo(i) <= lo && hi <= leaf.as_ref().hi(i) && lo < hi);
+        leaf.set_summary(
+            i,
+            Summary {
+                lo,
+                hi,
+                gap: K::ZERO,
+            },
+        );
+        let mut child = leaf;
+        for &(parent, idx) in path.iter().rev() {
+            parent.set_summary(idx, child.as_ref().summary());
+            child = parent;
+        }
+    }
+
+    /// Child `idx` of `parent` fell below `MIN`: merge it with a sibling or even them out.
+    fn rebalance(&mut self, parent: NodeMut<K, E>, idx: usize) {
+        let (li, ri) = if idx > 0 {
+            (idx - 1, idx)
+        } else {
+            (idx, idx + 1)
+        };
+        debug_assert!(ri < parent.as_ref().len(), "internal node with one child");
+        let left = self.own(parent.slot_ptr(li) as *mut Node<K, E>);
+        parent.set_ptr(li, left.as_ptr() as _);
+        let right = self.own(parent.slot_ptr(ri) as *mut Node<K, E>);
+        parent.set_ptr(ri, right.as_ptr() as _);
+        let (l, r) = (left.as_ref().len(), right.as_ref().len());
+        if l + r <= B {
+            for j in 0..r {
+                let (sj, pj) = right.slot(j);
+                left.insert_slot(l + j, sj, pj);
+            }
+            parent.remove_slot(ri);
+            // SAFETY: `right` is born in this session (it came from `own`), so unpublished,
+            // and it was just unlinked from its only parent.
+            unsafe { NodeMut::free(right.as_ptr()) };
+            // Non-empty: the sibling of an underfull child has at least `MIN` slots.
+            parent.set_summary(li, left.as_ref().summary());
+        } else {
+            let target = (l + r) / 2;
+            let mut l = l;
+            while l < target {
+                let (s0, p0) = right.remove_slot(0);
+                left.insert_slot(l, s0, p0);
+                l += 1;
+            }
+            while l > target {
+                let (sl, pl) = left.remove_slot(l - 1);
+                right.insert_slot(0, sl, pl);
+                l -= 1;
+            }
+            parent.set_summary(li, left.as_ref().summary());
+            parent.set_summary(ri, right.as_ref().summary());
+        }
+    }
+
+    /// An internal root with one child gives way to the child.
+    fn collapse_root(&mut self) {
+        loop {
+            let root = self.root();
+            if root.is_leaf() || root.len() > 1 {
+                return;
+            }
+            debug_assert_eq!(root.born(), self.session);
+            let only = root.child(0).as_ptr();
+            let old = self.root;
+            self.root = only;
+            // SAFETY: the edit that left the root with one child began by owning the root
+            // (`descend_mut`), so it is born in this session and unpublished; it was just
+            // unlinked.
+            unsafe { NodeMut::free(old) };
+        }
+    }
+}

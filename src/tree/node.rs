@@ -1,0 +1,411 @@
+//! Node layout and the two kinds of node handle.
+//!
+//! Owns: the memory layout of tree nodes, their allocation and freeing, and the typed
+//! handles through which they are read ([`NodeRef`]: any node, read-only) or changed
+//! ([`NodeMut`]: only a node the current writer session allocated). Must not: decide
+//! anything about tree shape (that is `cow.rs`) or about entries (the tree never
+//! dereferences an entry pointer).
+//!
+//! # Layout (`K = u64`, `B = 16`)
+//!
+//! ```text
+//! Node (leaf)    born: u64 | level: u8 | len: u8 | pad | lo: [K; B] | hi: [K; B] | ptr: [*mut (); B]
+//!                8 + 8 + 128 + 128 + 128 = 400 bytes
+//! Internal       Node | gap: [K; B]                                  = 528 bytes
+//! ```
+//!
+//! `lo[i]..hi[i]` is entry `i`'s range in a leaf, and in an internal node the span of child
+//! `i`'s subtree (its first entry's start to its last entry's end); `gap[i]` is the largest
+//! free range strictly inside child `i`'s span. Keeping the bounds beside the pointers lets
+//! a lookup decide vacancy without touching an entry, and lets `find_gap` prune subtrees
+//! whose largest gap is too small. `B = 16` keeps a leaf's `lo` array in two cache lines
+//! for `u64` keys; the maple tree's 256-byte nodes hold 16 slots, or 10 with gap data.
+//!
+//! # Publication rule
+//!
+//! A node is *born* in one writer session (`born` holds that session's sequence) and is
+//! mutable only until that session publishes: after the root store that publishes it, it
+//! is never written again, so readers read it with plain loads. The session tells its own
+//! nodes apart by `born == session`; a [`NodeMut`] exists only for those.
+
+use core::alloc::Layout;
+use core::marker::PhantomData;
+use core::ptr::NonNull;
+
+use crate::key::Key;
+
+/// Slots per node.
+pub(crate) const B: usize = 16;
+/// A non-root node with fewer slots than this is merged with or refilled from a sibling.
+pub(crate) const MIN: usize = B / 4;
+
+/// A tree node; a leaf when `level == 0`, else the first field of an [`Internal`].
+///
+/// Invariants: `lo[..len]` is strictly increasing, `lo[i] < hi[i] <= lo[i + 1]`; in a leaf
+/// `ptr[i]` is an entry pointer whose range is `lo[i]..hi[i]`, in an internal node it is a
+/// child of level `level - 1` whose span is `lo[i]..hi[i]`. Only the root may have fewer
+/// than [`MIN`] slots. Once published (see the module docs) the node is immutable, and each
+/// child outlives it: a child is replaced only by copying its parent too, and both are
+/// retired by the same commit.
+#[repr(C)]
+pub(crate) struct Node<K, E> {
+    born: u64,
+    level: u8,
+    len: u8,
+    lo: [K; B],
+    hi: [K; B],
+    ptr: [*mut (); B],
+    _entry: PhantomData<*const E>,
+}
+
+/// An internal node: a [`Node`] header plus the per-child gap metadata.
+#[repr(C)]
+pub(crate) struct Internal<K, E> {
+    node: Node<K, E>,
+    gap: [K; B],
+}
+
+/// A span summary: what a parent stores about one child.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Summary<K> {
+    pub lo: K,
+    pub hi: K,
+    pub gap: K,
+}
+
+/// A read-only handle to a live node, valid for `'a`.
+///
+/// Whoever makes one vouches that the node stays allocated for `'a` (a reader: its epoch
+/// pin; the writer: its session). All reads go through the raw pointer, which carries the
+/// provenance of the whole allocation (so the gap array of an internal node is in bounds).
+pub(crate) struct NodeRef<'a, K, E> {
+    ptr: NonNull<Node<K, E>>,
+    _life: PhantomData<&'a Node<K, E>>,
+}
+
+impl<K, E> Clone for NodeRef<'_, K, E> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<K, E> Copy for NodeRef<'_, K, E> {}
+
+impl<'a, K: Key, E> NodeRef<'a, K, E> {
+    /// # Safety
+    /// `ptr` points to a live node that stays allocated and unmodified for `'a`, except by
+    /// the session that owns it, which reads it through this handle only between its own
+    /// writes (never while holding a `&mut` to it).
+    pub(crate) unsafe fn new(ptr: NonNull<Node<K, E>>) -> Self {
+        NodeRef {
+            ptr,
+            _life: PhantomData,
+        }
+    }
+
+    pub(crate) fn as_ptr(self) -> *mut Node<K, E> {
+        self.ptr.as_ptr()
+    }
+
+    #[inline]
+    fn raw(self) -> *const Node<K, E> {
+        self.ptr.as_ptr()
+    }
+
+    #[inline]
+    pub(crate) fn len(self) -> usize {
+        // SAFETY: the node is live for 'a (constructor contract).
+        unsafe { (*self.raw()).len as usize }
+    }
+
+    #[inline]
+    pub(crate) fn is_leaf(self) -> bool {
+        // SAFETY: as in `len`.
+        unsafe { (*self.raw()).level == 0 }
+    }
+
+    #[inline]
+    pub(crate) fn level(self) -> u8 {
+        // SAFETY: as in `len`.
+        unsafe { (*self.raw()).level }
+    }
+
+    #[inline]
+    pub(crate) fn born(self) -> u64 {
+        // SAFETY: as in `len`.
+        unsafe { (*self.raw()).born }
+    }
+
+    #[inline]
+    pub(crate) fn lo(self, i: usize) -> K {
+        debug_assert!(i < self.len());
+        // SAFETY: as in `len`; `i < B` is checked by the array index.
+        unsafe { (*self.raw()).lo[i] }
+    }
+
+    #[inline]
+    pub(crate) fn hi(self, i: usize) -> K {
+        debug_assert!(i < self.len());
+        // SAFETY: as in `len`.
+        unsafe { (*self.raw()).hi[i] }
+    }
+
+    /// The largest gap inside child `i`'s span. Internal nodes only.
+    #[inline]
+    pub(crate) fn gap(self, i: usize) -> K {
+        debug_assert!(!self.is_leaf() && i < self.len());
+        // SAFETY: the node is live for 'a and, being internal (level > 0), was allocated as
+        // an `Internal` whose first field it is (repr(C)); the pointer's provenance covers
+        // the whole allocation.
+        unsafe { (*(self.raw() as *const Internal<K, E>)).gap[i] }
+    }
+
+    /// Entry pointer `i`. Leaves only.
+    #[inline]
+    pub(crate) fn entry(self, i: usize) -> NonNull<E> {
+        debug_assert!(self.is_leaf() && i < self.len());
+        // SAFETY: as in `len`. Leaf slots below `len` hold non-null entry pointers.
+        unsafe { NonNull::new_unchecked((*self.raw()).ptr[i] as *mut E) }
+    }
+
+    /// Child `i`. Internal nodes only.
+    #[inline]
+    pub(crate) fn child(self, i: usize) -> NodeRef<'a, K, E> {
+        debug_assert!(!self.is_leaf() && i < self.len());
+        // SAFETY: as in `len`; a child outlives its parent (invariant of `Node`), so it is
+        // live for 'a too.
+        unsafe {
+            NodeRef::new(NonNull::new_unchecked(
+                (*self.raw()).ptr[i] as *mut Node<K, E>,
+            ))
+        }
+    }
+
+    /// Number of slots whose `lo <= key`: the slot that may hold `key` is one less.
+    #[inline]
+    pub(crate) fn rank(self, key: K) -> usize {
+        let len = self.len();
+        // SAFETY: as in `len`.
+        let lo = unsafe { &(*self.raw()).lo };
+        let mut n = 0;
+        for &l in &lo[..len] {
+            n += (l <= key) as usize;
+        }
+        n
+    }
+
+    /// What the parent stores about this node. The node must not be empty.
+    pub(crate) fn summary(self) -> Summary<K> {
+        let len = self.len();
+        debug_assert!(len > 0);
+        let mut gap = K::ZERO;
+        for i in 0..len {
+            if i > 0 {
+                gap = gap.max(self.lo(i).sub(self.hi(i - 1)));
+            }
+            if !self.is_leaf() {
+                gap = gap.max(self.gap(i));
+            }
+        }
+        Summary {
+            lo: self.lo(0),
+            hi: self.hi(len - 1),
+            gap,
+        }
+    }
+}
+
+/// A handle to a node the current writer session allocated: unpublished, so it may be
+/// changed. Only [`NodeMut::alloc`] and [`NodeMut::copy_of`] make one (invariant: the node
+/// is born in the session that holds the handle and not yet published).
+pub(crate) struct NodeMut<K, E> {
+    ptr: NonNull<Node<K, E>>,
+}
+
+impl<K, E> Clone for NodeMut<K, E> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<K, E> Copy for NodeMut<K, E> {}
+
+impl<K: Key, E> NodeMut<K, E> {
+    fn layout(level: u8) -> Layout {
+        if level == 0 {
+            Layout::new::<Node<K, E>>()
+        } else {
+            Layout::new::<Internal<K, E>>()
+        }
+    }
+
+    /// A new empty node of `level`, born in session `born`.
+    pub(crate) fn alloc(born: u64, level: u8) -> Self {
+        let node = Node {
+            born,
+            level,
+            len: 0,
+            lo: [K::ZERO; B],
+            hi: [K::ZERO; B],
+            ptr: [core::ptr::null_mut(); B],
+            _entry: PhantomData,
+        };
+        let ptr = if level == 0 {
+            Box::into_raw(Box::new(node))
+        } else {
+            Box::into_raw(Box::new(Internal {
+                node,
+                gap: [K::ZERO; B],
+            })) as *mut Node<K, E>
+        };
+        // SAFETY: `Box::into_raw` never returns null.
+        NodeMut {
+            ptr: unsafe { NonNull::new_unchecked(ptr) },
+        }
+    }
+
+    /// A handle to a node already born in the current session.
+    ///
+    /// # Safety
+    /// `ptr` was allocated by `alloc`/`copy_of` in the active session and is unpublished.
+    pub(crate) unsafe fn from_owned(ptr: *mut Node<K, E>) -> Self {
+        NodeMut {
+            // SAFETY: caller contract (a live allocation is non-null).
+            ptr: unsafe { NonNull::new_unchecked(ptr) },
+        }
+    }
+
+    /// A copy of `src` born in session `born` (children and entries are shared, not copied).
+    pub(crate) fn copy_of(src: NodeRef<'_, K, E>, born: u64) -> Self {
+        let level = if src.is_leaf() { 0 } else { 1 };
+        let dst = Self::alloc(born, level);
+        // SAFETY: `src` is live (its handle's contract); `dst` was just allocated with the
+        // same kind, so the same layout, and nobody else can see it. The header's `born` is
+        // restored after the copy.
+        unsafe {
+            core::ptr::copy_nonoverlapping(
+                src.as_ptr() as *const u8,
+                dst.ptr.as_ptr() as *mut u8,
+                Self::layout(level).size(),
+            );
+            (*dst.ptr.as_ptr()).born = born;
+        }
+        dst
+    }
+
+    /// Free a node. Children and entries are not touched.
+    ///
+    /// # Safety
+    /// `ptr` came from [`NodeMut::alloc`] or [`NodeMut::copy_of`], and no reader or handle can
+    /// reach it any more (unpublished, or past its grace period).
+    pub(crate) unsafe fn free(ptr: *mut Node<K, E>) {
+        // SAFETY: caller contract; the level says which type was allocated.
+        unsafe {
+            if (*ptr).level == 0 {
+                drop(Box::from_raw(ptr));
+            } else {
+                drop(Box::from_raw(ptr as *mut Internal<K, E>));
+            }
+        }
+    }
+
+    /// The layout the node at `ptr` was allocated with, for deferred freeing.
+    ///
+    /// # Safety
+    /// `ptr` points to a live node.
+    pub(crate) unsafe fn layout_of(ptr: *mut Node<K, E>) -> Layout {
+        // SAFETY: caller contract.
+        Self::layout(unsafe { (*ptr).level })
+    }
+
+    pub(crate) fn as_ptr(self) -> *mut Node<K, E> {
+        self.ptr.as_ptr()
+    }
+
+    /// Read access to the same node.
+    pub(crate) fn as_ref<'a>(self) -> NodeRef<'a, K, E> {
+        // SAFETY: the session owns the node; it stays allocated until the session frees or
+        // publishes it, and the session reads through this only between its own writes.
+        unsafe { NodeRef::new(self.ptr) }
+    }
+
+    #[inline]
+    fn raw(self) -> *mut Node<K, E> {
+        self.ptr.as_ptr()
+    }
+
+    pub(crate) fn set_len(self, len: usize) {
+        debug_assert!(len <= B);
+        // SAFETY: owned, unpublished node (type invariant); no reference to it is live.
+        unsafe { (*self.raw()).len = len as u8 }
+    }
+
+    /// Write slot `i`: bounds, pointer, and (internal nodes) gap.
+    pub(crate) fn set_slot(self, i: usize, s: Summary<K>, ptr: *mut ()) {
+        // SAFETY: as in `set_len`; for internal nodes the allocation is an `Internal`.
+        unsafe {
+            let n = self.raw();
+            (*n).lo[i] = s.lo;
+            (*n).hi[i] = s.hi;
+            (*n).ptr[i] = ptr;
+            if (*n).level > 0 {
+                (*(n as *mut Internal<K, E>)).gap[i] = s.gap;
+            }
+        }
+    }
+
+    /// Update the bounds (and gap) of slot `i`, keeping its pointer.
+    pub(crate) fn set_summary(self, i: usize, s: Summary<K>) {
+        let p = self.slot_ptr(i);
+        self.set_slot(i, s, p);
+    }
+
+    pub(crate) fn set_ptr(self, i: usize, ptr: *mut ()) {
+        // SAFETY: as in `set_len`.
+        unsafe { (*self.raw()).ptr[i] = ptr }
+    }
+
+    pub(crate) fn slot_ptr(self, i: usize) -> *mut () {
+        // SAFETY: as in `set_len`.
+        unsafe { (*self.raw()).ptr[i] }
+    }
+
+    /// Slot `i` as (summary, pointer).
+    pub(crate) fn slot(self, i: usize) -> (Summary<K>, *mut ()) {
+        let r = self.as_ref();
+        let gap = if r.is_leaf() { K::ZERO } else { r.gap(i) };
+        (
+            Summary {
+                lo: r.lo(i),
+                hi: r.hi(i),
+                gap,
+            },
+            self.slot_ptr(i),
+        )
+    }
+
+    /// Insert a slot at `i`, shifting the rest right. The node must not be full.
+    pub(crate) fn insert_slot(self, i: usize, s: Summary<K>, ptr: *mut ()) {
+        let len = self.as_ref().len();
+        debug_assert!(len < B && i <= len);
+        let mut j = len;
+        while j > i {
+            let (sj, pj) = self.slot(j - 1);
+            self.set_slot(j, sj, pj);
+            j -= 1;
+        }
+        self.set_slot(i, s, ptr);
+        self.set_len(len + 1);
+    }
+
+    /// Remove slot `i`, shifting the rest left; returns it.
+    pub(crate) fn remove_slot(self, i: usize) -> (Summary<K>, *mut ()) {
+        let len = self.as_ref().len();
+        debug_assert!(i < len);
+        let out = self.slot(i);
+        for j in i..len - 1 {
+            let (sj, pj) = self.slot(j + 1);
+            self.set_slot(j, sj, pj);
+        }
+        self.set_len(len - 1);
+        out
+    }
+}

@@ -1,0 +1,510 @@
+//! `Writer`: one exclusive session of changes, published atomically at commit.
+//!
+//! Owns: the edit operations (insert, overwrite, remove, split), their order of effects
+//! (lock, then run user code, then change the tree), and the commit sequence. Must not:
+//! touch node memory directly (that is `tree::cow`) or free anything a reader may still
+//! reach (retirement goes through `reclaim` after the new root is published).
+
+use core::alloc::Layout;
+use core::fmt;
+use core::mem::ManuallyDrop;
+use core::ops::{Deref, Range};
+use core::ptr::NonNull;
+
+use parking_lot::RwLockWriteGuard;
+use smallvec::SmallVec;
+
+use crate::entry::{Entry, Held};
+use crate::error::{InsertError, InsertErrorKind};
+use crate::key::Key;
+use crate::lock::Session;
+use crate::map::{want, Fit, RangeMap};
+use crate::reclaim;
+use crate::tree::cow::CowTree;
+use crate::tree::gap;
+use crate::tree::node::NodeMut;
+use crate::tree::search::{self, Found};
+
+/// An exclusive writer session on a [`RangeMap`], from [`RangeMap::write`].
+///
+/// Every change is made on a private copy-on-write version of the tree and published with
+/// one atomic root store when the session is committed ([`commit`](Self::commit), or drop).
+/// Readers keep seeing the previous version meanwhile — except the entries the session has
+/// *locked*: every entry it changes or removes (and every entry `get_mut` lends), which
+/// `get` waits for and `try_get` reports as `Locked` until the commit. Locking an entry
+/// waits for its current readers to drop their guards, and turns new readers away so the
+/// wait ends.
+///
+/// A panic inside the session (in a value's `Clone`, a split closure, or the caller's own
+/// code) unwinds through the writer's drop, which commits what was done before the panic:
+/// every operation either happened whole or not at all, except that a value a split closure
+/// was cutting may be left as the closure left it (see [`insert_with`](Self::insert_with)).
+///
+/// ```
+/// use rcu_rangemap::RangeMap;
+///
+/// let map = RangeMap::<u64, &str>::new();
+/// let mut w = map.write();
+/// w.insert(0..100, "a");
+/// let cut: Vec<_> = w.insert(40..60, "b").into_iter().collect();
+/// assert_eq!(cut, [(40..60, "a")]);
+/// assert!(map.get(50).is_none()); // not published yet
+/// w.commit();
+/// assert_eq!(*map.get(50).unwrap(), "b");
+/// assert_eq!(map.len(), 3); // 0..40 "a", 40..60 "b", 60..100 "a"
+/// ```
+pub struct Writer<'a, K: Key, V> {
+    map: &'a RangeMap<K, V>,
+    /// The writers' lock, held exclusively; released fairly at commit.
+    lock: ManuallyDrop<RwLockWriteGuard<'a, ()>>,
+    session: Session,
+    tree: ManuallyDrop<CowTree<K, Entry<K, V>>>,
+    /// Entries unlinked by this session: detached at commit, then retired.
+    removed: Vec<NonNull<Entry<K, V>>>,
+    len: usize,
+}
+
+/// A piece being cut out of an entry, planned before the tree changes.
+enum Plan<V> {
+    /// The entry lies inside the range: it leaves whole.
+    Whole,
+    /// The entry sticks out on the left: it keeps `lo..start`; `mid` is `start..hi`.
+    Left { mid: V },
+    /// The entry sticks out on the right: it keeps `end..hi` with value `right`; its
+    /// current value (cut to `lo..end`) leaves.
+    Right { right: V },
+    /// The entry sticks out on both sides: it keeps `lo..start`; `mid` is `start..end`
+    /// and `right` becomes a new entry `end..hi`.
+    Both { mid: V, right: V },
+}
+
+impl<'a, K: Key, V> Writer<'a, K, V> {
+    pub(crate) fn new(map: &'a RangeMap<K, V>) -> Self {
+        let lock = map.writers.write();
+        let session = map.domain.begin();
+        // SAFETY: we hold the writers' lock exclusively, so the published root stays live
+        // and only this session can retire its nodes; `session` is the active one.
+        let tree = unsafe { CowTree::new(map.root_for_writer(), session.get()) };
+        Writer {
+            map,
+            lock: ManuallyDrop::new(lock),
+            session,
+            tree: ManuallyDrop::new(tree),
+            removed: Vec::new(),
+            len: map.len(),
+        }
+    }
+
+    /// The entry of the working tree holding `key`.
+    fn find(&self, key: K) -> Option<Found<Entry<K, V>, K>> {
+        search::lookup(self.tree.root(), key)
+    }
+
+    /// Write-lock an entry of the working tree.
+    fn hold(&self, e: NonNull<Entry<K, V>>) -> Held<K, V> {
+        // SAFETY: `e` comes from the working tree (attached); the session is active; callers
+        // hold at most one `Held` per entry.
+        unsafe { Held::lock(e, &self.map.domain, self.session) }
+    }
+
+    /// Number of entries in the session's view.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether the session's view has no entries.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Insert `value` for `range` into free space. O(log n).
+    ///
+    /// # Errors
+    /// Hands `value` back in an [`InsertError`] if `range` is empty or reversed
+    /// ([`InsertErrorKind::InvalidRange`]) or any key of it is taken
+    /// ([`InsertErrorKind::Occupied`]); the map is unchanged.
+    ///
+    /// ```
+    /// use rcu_rangemap::{InsertErrorKind, RangeMap};
+    ///
+    /// let map = RangeMap::<u8, i32>::new();
+    /// let mut w = map.write();
+    /// assert!(w.try_insert(0..10, 1).is_ok());
+    /// let e = w.try_insert(5..5, 2).unwrap_err();
+    /// assert_eq!(e.kind(), &InsertErrorKind::InvalidRange);
+    /// ```
+    pub fn try_insert(&mut self, range: Range<K>, value: V) -> Result<(), InsertError<K, V>> {
+        if range.start >= range.end {
+            return Err(InsertError::new(
+                InsertErrorKind::InvalidRange,
+                range,
+                value,
+            ));
+        }
+        if let Some(f) = search::first_overlapping(self.tree.root(), range.start, range.end) {
+            return Err(InsertError::new(
+                InsertErrorKind::Occupied {
+                    existing: f.lo..f.hi,
+                },
+                range,
+                value,
+            ));
+        }
+        self.link(range.start, range.end, value);
+        Ok(())
+    }
+
+    fn link(&mut self, lo: K, hi: K, value: V) {
+        let e = Entry::alloc(lo, hi, value, self.session);
+        self.tree.insert(lo, hi, e);
+        self.len += 1;
+    }
+
+    /// Overwrite: insert `value` for `range`, trimming or splitting the entries it overlaps.
+    /// Returns the displaced pieces in key order (the caller drops them). Split pieces get
+    /// clones of the value; use [`insert_with`](Self::insert_with) when a value must learn
+    /// where it was cut. O(log n + k) for k displaced entries.
+    ///
+    /// # Panics
+    /// If `range` is empty or reversed (use [`try_insert`](Self::try_insert) for an error
+    /// value instead).
+    pub fn insert(&mut self, range: Range<K>, value: V) -> Displaced<K, V>
+    where
+        V: Clone,
+    {
+        self.insert_with(range, value, |v, _, _| v.clone())
+    }
+
+    /// Overwrite, telling values where they are cut: `split(&mut v, whole, at)` is called
+    /// for an entry `whole` cut at key `at`; it must leave `v` describing
+    /// `whole.start..at` and return the value for `at..whole.end` (like `Vec::split_off`).
+    ///
+    /// # Panics
+    /// If `range` is empty or reversed. If `split` panics, the tree is as before the call,
+    /// `value` is dropped, and a value that `split` had already cut keeps the state it was
+    /// left in (its entry's range is unchanged).
+    ///
+    /// ```
+    /// use rcu_rangemap::RangeMap;
+    ///
+    /// // A file mapping: the value is the file offset of the range's first key.
+    /// let map = RangeMap::<u64, u64>::new();
+    /// let mut w = map.write();
+    /// w.insert_with(0x1000..0x5000, 0, |_, _, _| unreachable!());
+    /// let split = |off: &mut u64, whole: std::ops::Range<u64>, at: u64| *off + (at - whole.start);
+    /// let out = w.insert_with(0x2000..0x3000, 999, split);
+    /// assert_eq!(out.into_iter().collect::<Vec<_>>(), [(0x2000..0x3000, 0x1000)]);
+    /// assert_eq!(w.get(0x3000), Some((0x3000..0x5000, &0x2000)));
+    /// ```
+    pub fn insert_with<F>(&mut self, range: Range<K>, value: V, split: F) -> Displaced<K, V>
+    where
+        F: FnMut(&mut V, Range<K>, K) -> V,
+    {
+        assert!(
+            range.start < range.end,
+            "Writer::insert: empty or reversed range {range:?}"
+        );
+        let out = self.remove_with(range.clone(), split);
+        self.link(range.start, range.end, value);
+        out
+    }
+
+    /// Remove every key in `range`: entries inside leave whole, entries partly outside are
+    /// trimmed or split (pieces get clones). Returns what was removed, in key order. An
+    /// empty range removes nothing. O(log n + k).
+    ///
+    /// # Panics
+    /// If `range` is reversed.
+    ///
+    /// ```
+    /// use rcu_rangemap::RangeMap;
+    ///
+    /// let map = RangeMap::<u32, char>::new();
+    /// let mut w = map.write();
+    /// w.insert(0..10, 'a');
+    /// w.insert(10..20, 'b');
+    /// let gone: Vec<_> = w.remove(5..12).into_iter().collect();
+    /// assert_eq!(gone, [(5..10, 'a'), (10..12, 'b')]);
+    /// assert_eq!(w.len(), 2);
+    /// ```
+    pub fn remove(&mut self, range: Range<K>) -> Displaced<K, V>
+    where
+        V: Clone,
+    {
+        self.remove_with(range, |v, _, _| v.clone())
+    }
+
+    /// [`remove`](Self::remove), telling values where they are cut (see
+    /// [`insert_with`](Self::insert_with) for `split`'s contract and its panics).
+    ///
+    /// # Panics
+    /// If `range` is reversed.
+    pub fn remove_with<F>(&mut self, range: Range<K>, mut split: F) -> Displaced<K, V>
+    where
+        F: FnMut(&mut V, Range<K>, K) -> V,
+    {
+        assert!(
+            range.start <= range.end,
+            "Writer::remove: reversed range {range:?}"
+        );
+        let (s, e) = (range.start, range.end);
+        let mut out = Displaced::default();
+        if s == e {
+            return out;
+        }
+        // 1. Find and lock (waits for readers; no user code).
+        let mut hits: SmallVec<[Found<Entry<K, V>, K>; 4]> = SmallVec::new();
+        search::for_each_overlapping(self.tree.root(), s, e, &mut |f| hits.push(f));
+        let mut held: SmallVec<[Held<K, V>; 4]> = hits.iter().map(|f| self.hold(f.entry)).collect();
+        // 2. Cut values (user code; the tree is untouched, so a panic here changes nothing
+        //    but the value being cut).
+        let mut plans: SmallVec<[Plan<V>; 4]> = SmallVec::new();
+        for (f, h) in hits.iter().zip(held.iter_mut()) {
+            let (lo, hi) = (f.lo, f.hi);
+            let whole = lo..hi;
+            let plan = match (lo < s, hi > e) {
+                (false, false) => Plan::Whole,
+                (true, false) => Plan::Left {
+                    mid: split(h.value_mut(), whole, s),
+                },
+                (false, true) => Plan::Right {
+                    right: split(h.value_mut(), whole, e),
+                },
+                (true, true) => {
+                    let mut mid = split(h.value_mut(), whole, s);
+                    let right = split(&mut mid, s..hi, e);
+                    Plan::Both { mid, right }
+                }
+            };
+            plans.push(plan);
+        }
+        // 3. Change the tree (no user code).
+        for ((f, mut h), plan) in hits.into_iter().zip(held.drain(..)).zip(plans) {
+            let (lo, hi) = (f.lo, f.hi);
+            match plan {
+                Plan::Whole => {
+                    self.tree.remove(lo);
+                    self.removed.push(h.ptr());
+                    self.len -= 1;
+                    out.items.push((lo..hi, h.take_value()));
+                }
+                Plan::Left { mid } => {
+                    h.set_bounds(lo, s);
+                    self.tree.set_bounds(lo, lo, s);
+                    out.items.push((s..hi, mid));
+                }
+                Plan::Right { right } => {
+                    let left = h.replace_value(right);
+                    h.set_bounds(e, hi);
+                    self.tree.set_bounds(lo, e, hi);
+                    out.items.push((lo..e, left));
+                }
+                Plan::Both { mid, right } => {
+                    h.set_bounds(lo, s);
+                    self.tree.set_bounds(lo, lo, s);
+                    self.link(e, hi, right);
+                    out.items.push((s..e, mid));
+                }
+            }
+        }
+        out
+    }
+
+    /// Remove the whole entry holding `key`; no `Clone` needed. O(log n).
+    ///
+    /// ```
+    /// use rcu_rangemap::RangeMap;
+    ///
+    /// let map = RangeMap::<u64, String>::new();
+    /// let mut w = map.write();
+    /// w.insert(0..10, "x".to_string());
+    /// assert_eq!(w.remove_entry(3), Some((0..10, "x".to_string())));
+    /// assert_eq!(w.remove_entry(3), None);
+    /// ```
+    pub fn remove_entry(&mut self, key: K) -> Option<(Range<K>, V)> {
+        let f = self.find(key)?;
+        let h = self.hold(f.entry);
+        self.tree.remove(key);
+        self.removed.push(h.ptr());
+        self.len -= 1;
+        Some((f.lo..f.hi, h.take_value()))
+    }
+
+    /// The entry holding `key` in the session's view (its own changes included). Does not
+    /// lock the entry. O(log n).
+    pub fn get(&self, key: K) -> Option<(Range<K>, &V)> {
+        let f = self.find(key)?;
+        // SAFETY: the entry is in the working tree, so attached with an initialised value;
+        // only this session writes it, and `&self` excludes that for the borrow's length.
+        let v = unsafe { f.entry.as_ref().value() };
+        Some((f.lo..f.hi, v))
+    }
+
+    /// The entry holding `key`, write-locked and lent mutably: waits for its current readers
+    /// to leave; readers then wait (`get`) or are refused (`try_get`) until the commit.
+    /// O(log n).
+    ///
+    /// ```
+    /// use rcu_rangemap::RangeMap;
+    ///
+    /// let map = RangeMap::<u64, u32>::new();
+    /// map.write().insert(0..10, 1);
+    /// let mut w = map.write();
+    /// *w.get_mut(4).unwrap().1 += 1;
+    /// w.commit();
+    /// assert_eq!(*map.get(0).unwrap(), 2);
+    /// ```
+    pub fn get_mut(&mut self, key: K) -> Option<(Range<K>, &mut V)> {
+        let f = self.find(key)?;
+        let mut h = self.hold(f.entry);
+        // SAFETY: `h` proves the session holds the entry (readers excluded until commit),
+        // and `&mut self` makes this the only access for the borrow's length.
+        let v = unsafe { &mut *(h.value_mut() as *mut V) };
+        Some((f.lo..f.hi, v))
+    }
+
+    /// [`RangeMap::find_gap`] on the session's own view.
+    ///
+    /// # Panics
+    /// If `size` is zero or `align` is not a power of two.
+    pub fn find_gap(&self, within: Range<K>, size: K, align: K, fit: Fit) -> Option<Range<K>> {
+        gap::find_gap(self.tree.root(), want(within, size, align), fit)
+    }
+
+    /// Entries of the session's view overlapping `range`, in key order (no locking).
+    pub fn overlapping(&self, range: Range<K>) -> impl Iterator<Item = (Range<K>, &V)> + '_ {
+        let mut v: Vec<(Range<K>, &V)> = Vec::new();
+        search::for_each_overlapping(self.tree.root(), range.start, range.end, &mut |f| {
+            // SAFETY: as in `get`.
+            v.push((f.lo..f.hi, unsafe { f.entry.as_ref().value() }));
+        });
+        v.into_iter()
+    }
+
+    /// Publish the session: one atomic root store, then every entry it locked becomes
+    /// readable. Same as dropping the writer.
+    pub fn commit(self) {}
+}
+
+impl<K: Key, V> Drop for Writer<'_, K, V> {
+    fn drop(&mut self) {
+        // SAFETY: taken once, here; the fields are not used after.
+        let tree = unsafe { ManuallyDrop::take(&mut self.tree) };
+        let (root, retired) = tree.into_parts();
+        // 1. Publish the new version (Release inside).
+        self.map.publish(root, self.len);
+        // 2. Detach removed entries before the sequence moves: a transient reader that
+        //    incremented while we held them must not pass its re-check after step 3.
+        for e in &self.removed {
+            // SAFETY: removed entries stay allocated until retired in step 4.
+            unsafe { e.as_ref() }.lock.detach(&self.map.domain);
+        }
+        // 3. Unlock every entry this session locked, at once.
+        self.map.domain.end(self.session);
+        // 4. Retire what the new version no longer reaches (retire-after-unlink).
+        if !retired.is_empty() || !self.removed.is_empty() {
+            let pin = reclaim::pin();
+            for n in retired {
+                // SAFETY: a published node this session replaced: unreachable from the root
+                // published in step 1, retired once (CowTree invariant), plain memory.
+                unsafe { reclaim::retire(&pin, n as *mut u8, NodeMut::layout_of(n)) };
+            }
+            for e in self.removed.drain(..) {
+                // SAFETY: unlinked in step 1, drained to DETACHED in step 2, value moved out
+                // by the operation that removed it; retired once.
+                unsafe {
+                    reclaim::retire(&pin, e.as_ptr() as *mut u8, Layout::new::<Entry<K, V>>())
+                };
+            }
+        }
+        // 5. Hand the writers' lock over fairly, so readers queued behind this session get
+        //    in before a back-to-back session.
+        // SAFETY: taken once, here.
+        RwLockWriteGuard::unlock_fair(unsafe { ManuallyDrop::take(&mut self.lock) });
+    }
+}
+
+impl<K: Key, V> fmt::Debug for Writer<'_, K, V> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Writer")
+            .field("session", &self.session.get())
+            .field("len", &self.len)
+            .field("removed", &self.removed.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// The pieces an overwrite or removal displaced, in key order; the caller owns (and
+/// drops) them. Derefs to a slice; iterate by value with `into_iter`.
+pub struct Displaced<K, V> {
+    items: SmallVec<[(Range<K>, V); 2]>,
+}
+
+impl<K, V> Default for Displaced<K, V> {
+    fn default() -> Self {
+        Displaced {
+            items: SmallVec::new(),
+        }
+    }
+}
+
+impl<K, V> Displaced<K, V> {
+    /// The pieces as a `Vec`.
+    pub fn into_vec(self) -> Vec<(Range<K>, V)> {
+        self.items.into_vec()
+    }
+}
+
+impl<K, V> Deref for Displaced<K, V> {
+    type Target = [(Range<K>, V)];
+    fn deref(&self) -> &Self::Target {
+        &self.items
+    }
+}
+
+impl<K, V> IntoIterator for Displaced<K, V> {
+    type Item = (Range<K>, V);
+    type IntoIter = DisplacedIter<K, V>;
+    fn into_iter(self) -> Self::IntoIter {
+        DisplacedIter {
+            inner: self.items.into_iter(),
+        }
+    }
+}
+
+impl<K: fmt::Debug, V: fmt::Debug> fmt::Debug for Displaced<K, V> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list().entries(self.items.iter()).finish()
+    }
+}
+
+/// By-value iterator over [`Displaced`] pieces.
+pub struct DisplacedIter<K, V> {
+    inner: smallvec::IntoIter<[(Range<K>, V); 2]>,
+}
+
+impl<K, V> Iterator for DisplacedIter<K, V> {
+    type Item = (Range<K>, V);
+    fn next(&mut self) -> Option<Self::Item> {
+        self.inner.next()
+    }
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        self.inner.size_hint()
+    }
+}
+
+impl<K, V> DoubleEndedIterator for DisplacedIter<K, V> {
+    fn next_back(&mut self) -> Option<Self::Item> {
+        self.inner.next_back()
+    }
+}
+
+impl<K, V> ExactSizeIterator for DisplacedIter<K, V> {}
+
+impl<K: fmt::Debug, V: fmt::Debug> fmt::Debug for DisplacedIter<K, V> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list()
+            .entries(self.inner.as_slice().iter())
+            .finish()
+    }
+}
