@@ -66,6 +66,7 @@
 
 #![warn(missing_docs)]
 
+pub mod allocator;
 mod entry;
 mod error;
 mod key;
