@@ -150,11 +150,12 @@ impl Progress {
 fn main() -> ExitCode {
     let args = match parse_args() {
         Ok(a) => a,
+        Err(e) if e.is_empty() => {
+            println!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
         Err(e) => {
-            if !e.is_empty() {
-                eprintln!("error: {e}");
-            }
-            eprintln!("{USAGE}");
+            eprintln!("error: {e}\n{USAGE}");
             return ExitCode::from(2);
         }
     };
@@ -358,9 +359,10 @@ fn throughput(plan: &Plan, args: &Args) -> ExitCode {
     let s = &rcu.stats;
     let lookups = s.success + s.miss + s.abort;
     println!(
-        "{} lock stats: {lookups} lookups, fast path {:.3}% ({} hits + {} misses); fallbacks to \
-         the map-wide lock: {} (entry locked by a session, or reader limit), {} granted on the \
-         slow path; fast-path restarts (entry detached / range moved): {}",
+        "{} lock stats ({lookups} lookups: faults, plus the steps of the fork copies' \
+         iteration): fast path {:.3}% ({} hits + {} misses); fallbacks to the map-wide lock: {} \
+         (entry locked by a session, or reader limit), {} granted on the slow path; fast-path \
+         restarts (entry detached / range moved): {}",
         Rcu::NAME,
         100.0 * (s.success + s.miss) as f64 / lookups.max(1) as f64,
         s.success,
