@@ -35,6 +35,12 @@ use crate::tree::search::{self, Found};
 /// waits for its current readers to drop their guards, and turns new readers away so the
 /// wait ends.
 ///
+/// Deadlock hazard: locking waits for readers, so a thread must not lock an entry while it
+/// holds a [`ReadGuard`](crate::ReadGuard) on it, and a reader that holds one guard and then
+/// waits in `get` for an entry a session holds can deadlock if that session goes on to lock
+/// the entry of its guard. Drop guards before the next blocking lookup, or use
+/// [`RangeMap::try_get`] for nested ones.
+///
 /// A panic inside the session (in a value's `Clone`, a split closure, or the caller's own
 /// code) unwinds through the writer's drop, which commits what was done before the panic:
 /// every operation either happened whole or not at all, except that a value a split closure
@@ -393,12 +399,14 @@ impl<K: Key, V> Drop for Writer<'_, K, V> {
         let (root, retired) = tree.into_parts();
         // 1. Publish the new version (Release inside).
         self.map.publish(root, self.len);
+        crate::sync::inject_delay();
         // 2. Detach removed entries before the sequence moves: a transient reader that
         //    incremented while we held them must not pass its re-check after step 3.
         for e in &self.removed {
             // SAFETY: removed entries stay allocated until retired in step 4.
             unsafe { e.as_ref() }.lock.detach(&self.map.domain);
         }
+        crate::sync::inject_delay();
         // 3. Unlock every entry this session locked, at once.
         self.map.domain.end(self.session);
         // 4. Retire what the new version no longer reaches (retire-after-unlink).

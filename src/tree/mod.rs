@@ -4,6 +4,8 @@
 //! queries (`gap`), and the writer's copy-on-write edits (`cow`). Must not: dereference
 //! entry pointers — to the tree an entry is an opaque pointer with bounds beside it.
 
+#[cfg(test)]
+mod check;
 pub(crate) mod cow;
 pub(crate) mod gap;
 pub(crate) mod node;

@@ -1,0 +1,132 @@
+//! Structural invariant checks and a randomized test of the copy-on-write tree alone.
+//! Test-only: it walks a tree and asserts every invariant `node.rs` states.
+
+use core::ptr::NonNull;
+
+use super::cow::CowTree;
+use super::node::{NodeMut, NodeRef, MIN};
+use super::search::{for_each_node_post, lookup};
+use crate::key::Key;
+
+/// Assert `node`'s invariants; returns (height, entries, first lo, last hi, max inner gap).
+fn check_node<K: Key, E>(node: NodeRef<'_, K, E>, is_root: bool, level: u8) -> usize {
+    assert_eq!(node.level(), level, "level mismatch");
+    let len = node.len();
+    if !is_root {
+        assert!(len >= MIN, "non-root node with {len} < MIN slots");
+    }
+    if !is_root || !node.is_leaf() {
+        assert!(len > 0);
+    }
+    if !node.is_leaf() && is_root {
+        assert!(len >= 2, "internal root with one child");
+    }
+    let mut count = 0;
+    for i in 0..len {
+        assert!(node.lo(i) < node.hi(i), "empty slot");
+        if i > 0 {
+            assert!(
+                node.hi(i - 1) <= node.lo(i),
+                "slots out of order or overlapping"
+            );
+        }
+        if !node.is_leaf() {
+            let c = node.child(i);
+            let s = c.summary();
+            assert_eq!((s.lo, s.hi, s.gap), (node.lo(i), node.hi(i), node.gap(i)));
+            count += check_node(c, false, level - 1);
+        } else {
+            count += 1;
+        }
+    }
+    count
+}
+
+/// Assert every invariant of the tree at `root`; returns the number of entries.
+pub(crate) fn check_tree<K: Key, E>(root: NodeRef<'_, K, E>) -> usize {
+    check_node(root, true, root.level())
+}
+
+#[test]
+fn randomized_edits_keep_invariants() {
+    use std::collections::BTreeMap;
+    // A fake entry type: the tree never dereferences it, so any non-null pointer works.
+    type E = u64;
+    let mut rng = 0x2545_F491_4F6C_DD1Du64;
+    let mut next = move || {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng
+    };
+    let n_ops = if cfg!(miri) { 300 } else { 20_000 };
+    let mut model: BTreeMap<u16, u16> = BTreeMap::new();
+    let root = NodeMut::<u16, E>::alloc(0, 0).as_ptr();
+    // SAFETY: a fresh tree owned by this test; sessions are odd.
+    let mut tree = unsafe { CowTree::new(root, 1) };
+    let mut all_retired = Vec::new();
+    let mut session = 1;
+    for op in 0..n_ops {
+        if op % 97 == 96 {
+            // "Commit": later edits must copy what this session built.
+            let (r, retired) = tree.into_parts();
+            all_retired.extend(retired);
+            session += 2;
+            // SAFETY: as above; nothing was freed that `r` reaches.
+            tree = unsafe { CowTree::new(r, session) };
+        }
+        let lo = (next() % 4000) as u16;
+        let len = (next() % 8 + 1) as u16;
+        let hi = lo + len;
+        if next() % 3 != 0 {
+            let free = model.range(..hi).next_back().is_none_or(|(_, &e)| e <= lo);
+            if free {
+                model.insert(lo, hi);
+                tree.insert(lo, hi, NonNull::<E>::dangling());
+            }
+        } else if let Some((&s, &e)) = model.range(..=lo).next_back() {
+            if lo < e {
+                model.remove(&s);
+                let f = tree.remove(lo).expect("present in the model");
+                assert_eq!((f.lo, f.hi), (s, e));
+            } else {
+                assert!(tree.remove(lo).is_none());
+            }
+        }
+        if op % 500 == 0 || cfg!(miri) {
+            assert_eq!(check_tree(tree.root()), model.len());
+        }
+        let probe = (next() % 4100) as u16;
+        let want = model
+            .range(..=probe)
+            .next_back()
+            .filter(|(_, &e)| probe < e);
+        let got = lookup(tree.root(), probe).map(|f| (f.lo, f.hi));
+        assert_eq!(got, want.map(|(&s, &e)| (s, e)));
+    }
+    // Trim bounds in place and check again.
+    let keys: Vec<(u16, u16)> = model.iter().map(|(&s, &e)| (s, e)).collect();
+    for (s, e) in keys {
+        if e - s >= 2 {
+            tree.set_bounds(s, s + 1, e);
+        }
+    }
+    check_tree(tree.root());
+    let (root, retired) = tree.into_parts();
+    all_retired.extend(retired);
+    // Free everything: the final tree, and the retired versions' nodes that it does not share.
+    let mut live = std::collections::HashSet::new();
+    // SAFETY: the final root is live.
+    let r = unsafe { NodeRef::new(NonNull::new(root).unwrap()) };
+    for_each_node_post(r, &mut |n| {
+        live.insert(n.as_ptr() as usize);
+    });
+    for n in live {
+        // SAFETY: each live node once; nothing uses them after.
+        unsafe { NodeMut::free(n as *mut super::node::Node<u16, E>) };
+    }
+    for n in all_retired {
+        // SAFETY: retired nodes are unreachable from the final tree and listed once.
+        unsafe { NodeMut::free(n) };
+    }
+}
