@@ -26,10 +26,12 @@ pub(crate) fn lookup<K: Key, E>(root: NodeRef<'_, K, E>, key: K) -> Option<Found
             return None;
         }
         let i = r - 1;
-        if key >= node.hi(i) {
-            return None;
-        }
         if node.is_leaf() {
+            // Only here: checking `hi` in internal nodes too would touch one more cache
+            // line per level to answer early only for keys in gaps.
+            if key >= node.hi(i) {
+                return None;
+            }
             return Some(Found {
                 entry: node.entry(i),
                 lo: node.lo(i),
