@@ -45,7 +45,7 @@
 //! what lets the entry be freed (the kernel's 2025 use-after-free was a reader waking the
 //! writer through a pointer read from a freed and reused VMA).
 
-use crate::sync::{self, fence, AtomicU32, AtomicU64, Mutex, Ordering, Thread};
+use crate::sync::{self, AtomicU32, AtomicU64, Mutex, Ordering, Thread};
 
 /// Count of a detached, drained entry: terminal.
 pub const DETACHED: u32 = 0;
@@ -121,7 +121,6 @@ impl LockDomain {
 
     /// Start a session. The caller must hold the writers' exclusive lock.
     pub fn begin(&self) -> Session {
-        *self.waiter.lock().unwrap_or_else(|e| e.into_inner()) = Some(sync::current());
         // Relaxed: only the (serialised) writer stores `seq`. Readers rely on this value
         // only through the entry they increment: `write_lock`'s Release subtraction
         // comes after this store, so a reader acquiring the count sees it.
@@ -158,9 +157,16 @@ impl LockDomain {
         }
     }
 
-    /// Wait until `done()` holds: spin briefly, then park. Only the active writer calls
-    /// this; the reader whose release makes `done()` true unparks it (`wake`). A wake-up
-    /// that comes before the park leaves the thread's unpark token set, so none is lost.
+    /// Wait until `done()` holds: spin briefly, then register in the wait slot and park.
+    /// Only the active writer calls this; the reader whose release makes `done()` true
+    /// unparks whoever is registered (`wake`).
+    ///
+    /// No wake-up is lost. The registration and the reader's `wake` both take the slot's
+    /// mutex. If the reader's `wake` comes first, its decrement happens before our
+    /// registration (its unlock synchronises with our lock), so the check after registering
+    /// sees it and we do not park. If our registration comes first, the reader unparks us;
+    /// an unpark that lands before the park leaves the token set and the park returns.
+    /// A stale registration (an earlier session's thread) only costs a spurious unpark.
     fn wait_until(&self, done: impl Fn() -> bool) {
         for _ in 0..SPINS {
             if done() {
@@ -168,6 +174,7 @@ impl LockDomain {
             }
             sync::spin();
         }
+        *self.waiter.lock().unwrap_or_else(|e| e.into_inner()) = Some(sync::current());
         while !done() {
             sync::park();
         }
@@ -309,9 +316,8 @@ impl EntryLock {
         // `self` may be gone from here on: only `prev` and `domain` are used.
         let now = prev - 1;
         if now == WRITER + ATTACHED || now == WRITER {
-            // Acquire: pairs with the Release in the writer's offset add, which follows its
-            // registration in `LockDomain::begin`; `wake` then finds the right thread.
-            fence(Ordering::Acquire);
+            // The slot's mutex orders this with the writer's registration
+            // (`LockDomain::wait_until` explains why no wake-up is lost).
             domain.wake();
         }
     }
@@ -329,10 +335,10 @@ impl EntryLock {
         if self.is_locked_by(s) {
             return;
         }
-        // AcqRel. Release: publishes the waiter registration (`LockDomain::begin`) to the
-        // reader that wakes us. Acquire: if no reader is left, the count already reads
-        // `WRITER + 1` and we must still see the releases of the readers that left.
-        let prev = self.count.fetch_add(WRITER, Ordering::AcqRel);
+        // Acquire: if no reader is left, the count already reads `WRITER + 1` and we must
+        // still see the releases of the readers that left (this RMW continues their release
+        // sequences). Nothing of ours needs publishing: a refused reader takes the slow path.
+        let prev = self.count.fetch_add(WRITER, Ordering::Acquire);
         debug_assert!(
             (ATTACHED..WRITER).contains(&prev),
             "write_lock of a detached or writer-held entry: {prev:#x}"
@@ -357,9 +363,8 @@ impl EntryLock {
     pub fn detach(&self, domain: &LockDomain) {
         // From `1 + r` to `WRITER + r` in one step: the attach count goes and the writer
         // offset turns every new reader away. AcqRel. Release: publishes the new tree
-        // version (stored before this) to readers that fail here and retry, and the waiter
-        // registration to the reader that wakes us. Acquire: see the releases of readers
-        // that already left.
+        // version (stored before this) to readers that fail here and retry. Acquire: see
+        // the releases of readers that already left.
         let prev = self.count.fetch_add(WRITER - ATTACHED, Ordering::AcqRel);
         debug_assert!(
             (ATTACHED..WRITER).contains(&prev),

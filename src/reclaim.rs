@@ -16,25 +16,41 @@ pub(crate) fn pin() -> Guard {
     crossbeam_epoch::pin()
 }
 
-/// Free `ptr` (allocated by the global allocator with `layout`) once every thread pinned
-/// now has unpinned.
+/// Raw memory to free after a grace period: a pointer and the layout it was allocated with.
+pub(crate) struct Retired {
+    ptr: *mut u8,
+    layout: Layout,
+}
+
+impl Retired {
+    /// # Safety
+    /// `ptr` was allocated by the global allocator with `layout`, and needs no drop glue
+    /// (only its bytes are freed).
+    pub(crate) unsafe fn new(ptr: *mut u8, layout: Layout) -> Self {
+        Retired { ptr, layout }
+    }
+}
+
+/// Free every block of `batch` once every thread pinned now has unpinned: one deferred
+/// function per commit, however many blocks it retires.
 ///
 /// # Safety
-/// `ptr` was allocated with `layout` by the global allocator, is unreachable from every
-/// published tree version (retire-after-unlink), is retired exactly once, and needs no drop
-/// glue (only its bytes are freed).
-pub(crate) unsafe fn retire(guard: &Guard, ptr: *mut u8, layout: Layout) {
-    struct Raw(*mut u8, Layout);
-    // SAFETY: `Raw` is only deallocation rights to memory no thread uses any more (caller
-    // contract); moving them to the collecting thread is sound.
-    unsafe impl Send for Raw {}
-    let raw = Raw(ptr, layout);
-    // SAFETY: caller contract: after the grace period nobody can reach `ptr`, and the
-    // closure only deallocates it with the layout it was allocated with.
+/// Every block is unreachable from every published tree version (retire-after-unlink) and
+/// retired exactly once.
+pub(crate) unsafe fn retire(guard: &Guard, batch: Vec<Retired>) {
+    struct Batch(Vec<Retired>);
+    // SAFETY: a `Batch` is only deallocation rights to memory no thread uses any more
+    // (caller contract); moving them to the collecting thread is sound.
+    unsafe impl Send for Batch {}
+    let batch = Batch(batch);
+    // SAFETY: caller contract: after the grace period nobody can reach the blocks, and the
+    // closure only deallocates each with the layout it was allocated with (`Retired::new`).
     unsafe {
         guard.defer_unchecked(move || {
-            let raw = raw;
-            std::alloc::dealloc(raw.0, raw.1);
+            let batch = batch;
+            for r in batch.0 {
+                std::alloc::dealloc(r.ptr, r.layout);
+            }
         });
     }
 }

@@ -6,14 +6,14 @@
 
 #[cfg(loom)]
 pub(crate) use loom::{
-    sync::atomic::{fence, AtomicU32, AtomicU64},
+    sync::atomic::{AtomicU32, AtomicU64},
     sync::Mutex,
     thread::{current, park, Thread},
 };
 
 #[cfg(not(loom))]
 pub(crate) use std::{
-    sync::atomic::{fence, AtomicU32, AtomicU64},
+    sync::atomic::{AtomicU32, AtomicU64},
     sync::Mutex,
     thread::{current, park, Thread},
 };

@@ -19,7 +19,7 @@ use crate::error::{InsertError, InsertErrorKind};
 use crate::key::Key;
 use crate::lock::Session;
 use crate::map::{want, Fit, RangeMap};
-use crate::reclaim;
+use crate::reclaim::{self, Retired};
 use crate::tree::cow::CowTree;
 use crate::tree::gap;
 use crate::tree::node::NodeMut;
@@ -411,19 +411,23 @@ impl<K: Key, V> Drop for Writer<'_, K, V> {
         self.map.domain.end(self.session);
         // 4. Retire what the new version no longer reaches (retire-after-unlink).
         if !retired.is_empty() || !self.removed.is_empty() {
-            let pin = reclaim::pin();
+            let mut batch = Vec::with_capacity(retired.len() + self.removed.len());
             for n in retired {
-                // SAFETY: a published node this session replaced: unreachable from the root
-                // published in step 1, retired once (CowTree invariant), plain memory.
-                unsafe { reclaim::retire(&pin, n as *mut u8, NodeMut::layout_of(n)) };
+                // SAFETY: a node allocated by `NodeMut` (global allocator, `layout_of`), no
+                // drop glue; still live, so its layout can be read.
+                batch.push(unsafe { Retired::new(n as *mut u8, NodeMut::layout_of(n)) });
             }
             for e in self.removed.drain(..) {
-                // SAFETY: unlinked in step 1, drained to DETACHED in step 2, value moved out
-                // by the operation that removed it; retired once.
-                unsafe {
-                    reclaim::retire(&pin, e.as_ptr() as *mut u8, Layout::new::<Entry<K, V>>())
-                };
+                // SAFETY: allocated as a `Box<Entry>`; its value was moved out by the
+                // operation that removed it, so only bytes remain.
+                batch.push(unsafe {
+                    Retired::new(e.as_ptr() as *mut u8, Layout::new::<Entry<K, V>>())
+                });
             }
+            // SAFETY: the nodes are published nodes this session replaced: unreachable from
+            // the root published in step 1, listed once (CowTree invariant). The entries were
+            // unlinked in step 1 and drained to DETACHED in step 2, each listed once.
+            unsafe { reclaim::retire(&reclaim::pin(), batch) };
         }
         // 5. Hand the writers' lock over fairly, so readers queued behind this session get
         //    in before a back-to-back session.

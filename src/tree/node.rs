@@ -275,20 +275,26 @@ impl<K: Key, E> NodeMut<K, E> {
 
     /// A copy of `src` born in session `born` (children and entries are shared, not copied).
     pub(crate) fn copy_of(src: NodeRef<'_, K, E>, born: u64) -> Self {
-        let level = if src.is_leaf() { 0 } else { 1 };
-        let dst = Self::alloc(born, level);
-        // SAFETY: `src` is live (its handle's contract); `dst` was just allocated with the
-        // same kind, so the same layout, and nobody else can see it. The header's `born` is
-        // restored after the copy.
+        let layout = Self::layout(src.level());
+        // SAFETY: the layout is non-zero-sized. `src` is live (its handle's contract) and
+        // has that same layout (both kinds are chosen by level the same way), so copying
+        // its bytes fully initialises the new block; nobody else can see the block yet.
+        // `Node`/`Internal` hold only plain data, so a byte copy is a valid value.
         unsafe {
+            let dst = std::alloc::alloc(layout) as *mut Node<K, E>;
+            if dst.is_null() {
+                std::alloc::handle_alloc_error(layout);
+            }
             core::ptr::copy_nonoverlapping(
                 src.as_ptr() as *const u8,
-                dst.ptr.as_ptr() as *mut u8,
-                Self::layout(level).size(),
+                dst as *mut u8,
+                layout.size(),
             );
-            (*dst.ptr.as_ptr()).born = born;
+            (*dst).born = born;
+            NodeMut {
+                ptr: NonNull::new_unchecked(dst),
+            }
         }
-        dst
     }
 
     /// Free a node. Children and entries are not touched.
