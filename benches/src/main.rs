@@ -1,0 +1,1517 @@
+//! The comparison runner: every structure through the same workloads, one table per
+//! workload (medians with min–max and ratios), the targets met or missed, the machine, the
+//! crate versions and the command — printed, and written to `BENCHMARKS.md`.
+//!
+//! ```text
+//! cargo run --release -p rcu-rangemap-bench -- [--quick] [--only W1,W3] [--filter NAME]
+//!     [--out PATH | --no-write] [--secs S] [--reps R] [--wait-load L] [--wait-max-mins M]
+//! ```
+//!
+//! A full run (no `--quick`, no `--only`/`--filter`) writes `BENCHMARKS.md` at the repository
+//! root; any other run writes `target/bench-results/BENCHMARKS-partial.md` unless `--out`
+//! says otherwise. `--wait-load L` first waits (up to `--wait-max-mins`, default 40) until
+//! the 1-minute load average is below `L`. Hand-written profile notes are taken from
+//! `benches/analysis.md` (see there for the format).
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::hint::black_box;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, Ordering::*};
+use std::sync::Barrier;
+use std::time::{Duration, Instant};
+
+use rcu_rangemap_bench::*;
+
+// ---------------------------------------------------------------------------------------
+// A counting global allocator: off (one relaxed load per call) except while measuring
+// memory.
+
+struct Counting;
+
+static COUNTING: AtomicBool = AtomicBool::new(false);
+static NET_BYTES: AtomicI64 = AtomicI64::new(0);
+/// Allocation counts by size (in bytes, up to 1024; larger ones in the last slot).
+static SIZES: [AtomicU64; 1026] = [const { AtomicU64::new(0) }; 1026];
+
+// SAFETY: forwards every call to the system allocator unchanged; only counts.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
+        if COUNTING.load(Relaxed) {
+            NET_BYTES.fetch_add(l.size() as i64, Relaxed);
+            SIZES[l.size().min(1025)].fetch_add(1, Relaxed);
+        }
+        // SAFETY: caller contract of `GlobalAlloc::alloc`.
+        unsafe { System.alloc(l) }
+    }
+    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
+        if COUNTING.load(Relaxed) {
+            NET_BYTES.fetch_sub(l.size() as i64, Relaxed);
+        }
+        // SAFETY: caller contract of `GlobalAlloc::dealloc`.
+        unsafe { System.dealloc(p, l) }
+    }
+    unsafe fn realloc(&self, p: *mut u8, l: Layout, new: usize) -> *mut u8 {
+        if COUNTING.load(Relaxed) {
+            NET_BYTES.fetch_add(new as i64 - l.size() as i64, Relaxed);
+            SIZES[new.min(1025)].fetch_add(1, Relaxed);
+        }
+        // SAFETY: caller contract of `GlobalAlloc::realloc`.
+        unsafe { System.realloc(p, l, new) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+// ---------------------------------------------------------------------------------------
+// Options and measurement.
+
+struct Opts {
+    quick: bool,
+    only: Vec<String>,
+    filter: Option<String>,
+    out: Option<String>,
+    no_write: bool,
+    secs: f64,
+    reps: usize,
+    wait_load: Option<f64>,
+    wait_max_mins: f64,
+}
+
+impl Opts {
+    fn parse() -> Opts {
+        let mut o = Opts {
+            quick: false,
+            only: vec![],
+            filter: None,
+            out: None,
+            no_write: false,
+            secs: 0.0,
+            reps: 0,
+            wait_load: None,
+            wait_max_mins: 40.0,
+        };
+        let mut args = std::env::args().skip(1);
+        while let Some(a) = args.next() {
+            let mut val = |name: &str| {
+                args.next()
+                    .unwrap_or_else(|| usage(&format!("{name} needs a value")))
+            };
+            match a.as_str() {
+                "--quick" => o.quick = true,
+                "--only" => {
+                    o.only = val("--only")
+                        .split(',')
+                        .map(|s| s.trim().to_ascii_lowercase())
+                        .collect()
+                }
+                "--filter" => o.filter = Some(val("--filter")),
+                "--out" => o.out = Some(val("--out")),
+                "--no-write" => o.no_write = true,
+                "--secs" => o.secs = val("--secs").parse().unwrap_or_else(|_| usage("--secs")),
+                "--reps" => o.reps = val("--reps").parse().unwrap_or_else(|_| usage("--reps")),
+                "--wait-load" => {
+                    o.wait_load = Some(
+                        val("--wait-load")
+                            .parse()
+                            .unwrap_or_else(|_| usage("--wait-load")),
+                    )
+                }
+                "--wait-max-mins" => {
+                    o.wait_max_mins = val("--wait-max-mins")
+                        .parse()
+                        .unwrap_or_else(|_| usage("--wait-max-mins"))
+                }
+                "-h" | "--help" => {
+                    println!("{}", HELP);
+                    std::process::exit(0)
+                }
+                other => usage(&format!("unknown argument {other}")),
+            }
+        }
+        if o.secs == 0.0 {
+            o.secs = if o.quick { 0.05 } else { 0.4 };
+        }
+        if o.reps == 0 {
+            o.reps = if o.quick { 3 } else { 5 };
+        }
+        o
+    }
+
+    fn section(&self, name: &str) -> bool {
+        self.only.is_empty() || self.only.iter().any(|s| s == &name.to_ascii_lowercase())
+    }
+
+    fn structure(&self, name: &str) -> bool {
+        match &self.filter {
+            None => true,
+            Some(f) => name.to_ascii_lowercase().contains(&f.to_ascii_lowercase()),
+        }
+    }
+
+    fn partial(&self) -> bool {
+        self.quick || !self.only.is_empty() || self.filter.is_some()
+    }
+}
+
+const HELP: &str = "compare: rcu_rangemap against its peers (see benches/src/main.rs)
+  --quick             short samples (under a minute in all)
+  --only W1,W2,W3,W4,mem,atomics   run only these sections
+  --filter NAME       only structures whose name contains NAME
+  --out PATH          where to write the report
+  --no-write          print only
+  --secs S            seconds per sample (default 0.4, quick 0.05)
+  --reps R            samples per figure (default 5, quick 3)
+  --wait-load L       wait until the 1-minute load average is below L
+  --wait-max-mins M   ... but at most M minutes (default 40)";
+
+fn usage(msg: &str) -> ! {
+    eprintln!("compare: {msg}\n{HELP}");
+    std::process::exit(2)
+}
+
+/// Median, min and max of the samples of one figure.
+#[derive(Clone, Copy, Debug)]
+struct Stat {
+    med: f64,
+    min: f64,
+    max: f64,
+}
+
+impl Stat {
+    fn of(mut v: Vec<f64>) -> Stat {
+        v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+        let n = v.len();
+        let med = if n % 2 == 1 {
+            v[n / 2]
+        } else {
+            (v[n / 2 - 1] + v[n / 2]) / 2.0
+        };
+        Stat {
+            med,
+            min: v[0],
+            max: v[n - 1],
+        }
+    }
+}
+
+struct Bench {
+    opts: Opts,
+    dur: Duration,
+    /// Results by key `section|config|structure`.
+    results: BTreeMap<String, Stat>,
+    /// Notes by key (e.g. achieved pace).
+    notes: BTreeMap<String, String>,
+    /// Extra free-form facts for the report.
+    facts: BTreeMap<String, String>,
+}
+
+impl Bench {
+    /// One warm-up sample (a quarter of the duration), then `reps` samples.
+    fn repeat<const M: usize>(&self, mut f: impl FnMut(Duration) -> [f64; M]) -> [Stat; M] {
+        f(self.dur / 4);
+        let mut samples: [Vec<f64>; M] = std::array::from_fn(|_| Vec::new());
+        for _ in 0..self.opts.reps {
+            let r = f(self.dur);
+            for (s, x) in samples.iter_mut().zip(r) {
+                s.push(x);
+            }
+        }
+        samples.map(Stat::of)
+    }
+
+    fn put(&mut self, key: String, s: Stat) {
+        println!(
+            "  {key:<70} {:>12} ({} – {})",
+            fmt_num(s.med),
+            fmt_num(s.min),
+            fmt_num(s.max)
+        );
+        self.results.insert(key, s);
+    }
+
+    fn get(&self, key: &str) -> Option<Stat> {
+        self.results.get(key).copied()
+    }
+}
+
+fn fmt_num(x: f64) -> String {
+    if x >= 1e6 {
+        format!("{:.2}M", x / 1e6)
+    } else if x >= 1e3 {
+        format!("{:.1}k", x / 1e3)
+    } else if x >= 10.0 {
+        format!("{x:.0}")
+    } else {
+        format!("{x:.2}")
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// The workloads.
+
+/// `threads` threads look up their own address lists round and round for `dur`; total
+/// lookups per second.
+fn readers<S: Structure>(s: &S, addrs: &[Vec<u64>], threads: usize, dur: Duration) -> f64 {
+    let stop = AtomicBool::new(false);
+    let barrier = Barrier::new(threads + 1);
+    std::thread::scope(|sc| {
+        let hs: Vec<_> = (0..threads)
+            .map(|t| {
+                let (stop, barrier, list) = (&stop, &barrier, &addrs[t]);
+                sc.spawn(move || {
+                    barrier.wait();
+                    read_loop(s, list, stop)
+                })
+            })
+            .collect();
+        barrier.wait();
+        let t0 = Instant::now();
+        std::thread::sleep(dur);
+        stop.store(true, Relaxed);
+        let n: u64 = hs.into_iter().map(|h| h.join().unwrap()).sum();
+        n as f64 / t0.elapsed().as_secs_f64()
+    })
+}
+
+#[inline(never)]
+fn read_loop<S: Structure>(s: &S, list: &[u64], stop: &AtomicBool) -> u64 {
+    let mut n = 0u64;
+    let mut acc = 0u64;
+    loop {
+        for chunk in list.chunks(512) {
+            for &a in chunk {
+                acc = acc.wrapping_add(s.lookup(a));
+            }
+            n += chunk.len() as u64;
+            if stop.load(Relaxed) {
+                black_box(acc);
+                return n;
+            }
+        }
+    }
+}
+
+/// Two readers and one writer; the writer runs churn sessions of one op each, flat out or
+/// paced at `pace` sessions per second. Returns [reader lookups/s (both), writer
+/// sessions/s].
+fn mixed<S: Concurrent>(
+    s: &S,
+    addrs: &[Vec<u64>],
+    ops: &[Op],
+    pace: Option<f64>,
+    dur: Duration,
+) -> [f64; 2] {
+    let stop = AtomicBool::new(false);
+    let barrier = Barrier::new(4);
+    std::thread::scope(|sc| {
+        let hs: Vec<_> = (0..2)
+            .map(|t| {
+                let (stop, barrier, list) = (&stop, &barrier, &addrs[t]);
+                sc.spawn(move || {
+                    barrier.wait();
+                    read_loop(s, list, stop)
+                })
+            })
+            .collect();
+        let (stop_w, barrier_w) = (&stop, &barrier);
+        let w = sc.spawn(move || {
+            barrier_w.wait();
+            let mut n = 0u64;
+            let period = pace.map(|p| Duration::from_secs_f64(1.0 / p));
+            let mut next = Instant::now();
+            while !stop_w.load(Relaxed) {
+                let op = &ops[n as usize % ops.len()];
+                s.churn(std::slice::from_ref(op));
+                n += 1;
+                if let Some(p) = period {
+                    next += p;
+                    let now = Instant::now();
+                    if next > now {
+                        std::thread::sleep(next - now);
+                    } else if now - next > 20 * p {
+                        next = now; // far behind: do not burst to catch up
+                    }
+                }
+            }
+            n
+        });
+        barrier.wait();
+        let t0 = Instant::now();
+        std::thread::sleep(dur);
+        stop.store(true, Relaxed);
+        let r: u64 = hs.into_iter().map(|h| h.join().unwrap()).sum();
+        let wn = w.join().unwrap();
+        let el = t0.elapsed().as_secs_f64();
+        [r as f64 / el, wn as f64 / el]
+    })
+}
+
+/// Single-thread churn: sessions of `per` ops, for `dur`; ops per second.
+fn churn<S: Structure>(s: &mut S, ops: &[Op], per: usize, dur: Duration) -> f64 {
+    let t0 = Instant::now();
+    let mut n = 0usize;
+    let mut i = 0usize;
+    let check = (64 / per).max(1);
+    loop {
+        for _ in 0..check {
+            if i + per > ops.len() {
+                i = 0;
+            }
+            s.churn_mut(&ops[i..i + per]);
+            i += per;
+            n += per;
+        }
+        let el = t0.elapsed();
+        if el >= dur {
+            return n as f64 / el.as_secs_f64();
+        }
+    }
+}
+
+/// Allocator churn steps (free + allocate) per second.
+fn alloc_churn<A: Allocator>(a: &mut A, st: &mut AllocChurn, dur: Duration) -> f64 {
+    let t0 = Instant::now();
+    let mut n = 0usize;
+    loop {
+        for _ in 0..16 {
+            black_box(st.step(a));
+        }
+        n += 16;
+        let el = t0.elapsed();
+        if el >= dur {
+            return n as f64 / el.as_secs_f64();
+        }
+    }
+}
+
+const SIZES_W1: [usize; 2] = [1_000, 100_000];
+const SIZES_W3: [usize; 2] = [10_000, 100_000];
+const SIZES_W4: [usize; 3] = [1_000, 10_000, 100_000];
+const ADDRS: usize = 1 << 16;
+
+fn nlabel(n: usize) -> String {
+    if n >= 1000 {
+        format!("{}k", n / 1000)
+    } else {
+        n.to_string()
+    }
+}
+
+fn addr_lists(ranges: &[std::ops::Range<u64>], n: usize) -> Vec<Vec<u64>> {
+    (0..2)
+        .map(|t| hit_addresses(ranges, ADDRS, 0xadd0 + t as u64 + n as u64))
+        .collect()
+}
+
+/// Which of W1 (lookups), W2 (readers + writer) and W3 (write churn) to run at one N.
+#[derive(Clone, Copy)]
+struct At {
+    n: usize,
+    w1: bool,
+    w2: bool,
+    w3: bool,
+}
+
+fn w1_part<S: Structure>(b: &mut Bench, s: &S, at: At, addrs: &[Vec<u64>], max_t: usize) {
+    for t in 1..=max_t {
+        let [st] = b.repeat(|d| [readers(s, addrs, t, d)]);
+        b.put(format!("W1|{}/{t}t|{}", nlabel(at.n), S::NAME), st);
+    }
+}
+
+fn w3_part<S: Structure>(b: &mut Bench, s: &mut S, at: At, ranges: &[std::ops::Range<u64>]) {
+    let ops = churn_ops(ranges, 1 << 14, 0xbeef + at.n as u64);
+    for per in [1usize, 64] {
+        let [st] = b.repeat(|d| [churn(s, &ops, per, d)]);
+        b.put(format!("W3|{}/{per}op|{}", nlabel(at.n), S::NAME), st);
+    }
+}
+
+/// W1, W2 and W3 on one structure built once (in that order: W1 sees the fresh build).
+fn shared<S: Concurrent>(b: &mut Bench, at: At, ranges: &[std::ops::Range<u64>]) {
+    if !b.opts.structure(S::NAME) {
+        return;
+    }
+    let mut s = S::build(ranges);
+    let addrs = addr_lists(ranges, at.n);
+    if at.w1 {
+        w1_part(b, &s, at, &addrs, 2);
+    }
+    if at.w2 {
+        let ops = churn_ops(ranges, 1 << 14, 0xc0de + at.n as u64);
+        for (mode, pace) in [("flat", None), ("paced", Some(1000.0))] {
+            let [r, w] = b.repeat(|d| mixed(&s, &addrs, &ops, pace, d));
+            b.put(format!("W2|{}/{mode}/readers|{}", nlabel(at.n), S::NAME), r);
+            b.put(format!("W2|{}/{mode}/writer|{}", nlabel(at.n), S::NAME), w);
+        }
+    }
+    if at.w3 {
+        w3_part(b, &mut s, at, ranges);
+    }
+}
+
+/// The floor (no lock): W1 with one thread and W3.
+fn floor(b: &mut Bench, at: At, ranges: &[std::ops::Range<u64>]) {
+    if !b.opts.structure(Floor::NAME) {
+        return;
+    }
+    let mut s = Floor::build(ranges);
+    if at.w1 {
+        let addrs = addr_lists(ranges, at.n);
+        w1_part(b, &s, at, &addrs, 1);
+    }
+    if at.w3 {
+        w3_part(b, &mut s, at, ranges);
+    }
+}
+
+/// W1 (lookups), W2 (2 readers + 1 writer) and W3 (single-thread churn), grouped by N so
+/// that each structure is built once per N.
+fn lookups_and_churn(b: &mut Bench) {
+    let (w1, w2, w3) = (
+        b.opts.section("W1"),
+        b.opts.section("W2"),
+        b.opts.section("W3"),
+    );
+    let mut sizes: Vec<usize> = SIZES_W1.into_iter().chain(SIZES_W3).collect();
+    sizes.sort();
+    sizes.dedup();
+    for n in sizes {
+        let at = At {
+            n,
+            w1: w1 && SIZES_W1.contains(&n),
+            w2: w2 && SIZES_W1.contains(&n),
+            w3: w3 && SIZES_W3.contains(&n),
+        };
+        if !(at.w1 || at.w2 || at.w3) {
+            continue;
+        }
+        println!(
+            "N = {n}:{}{}{}",
+            if at.w1 {
+                " W1 (lookups/s, all threads)"
+            } else {
+                ""
+            },
+            if at.w2 {
+                " W2 (2 readers: lookups/s; 1 writer: sessions/s)"
+            } else {
+                ""
+            },
+            if at.w3 {
+                " W3 (churn ops/s; an op = remove a range + re-insert it)"
+            } else {
+                ""
+            },
+        );
+        let ranges = layout(n, 1);
+        shared::<Ours>(b, at, &ranges);
+        floor(b, at, &ranges);
+        shared::<StdRw>(b, at, &ranges);
+        shared::<PlRw>(b, at, &ranges);
+        shared::<Swap>(b, at, &ranges);
+        shared::<Scc>(b, at, &ranges);
+        shared::<Skip>(b, at, &ranges);
+        shared::<RangeMapRw>(b, at, &ranges);
+        shared::<Concread>(b, at, &ranges);
+    }
+}
+
+fn w4_one<A: Allocator>(b: &mut Bench, n: usize) {
+    if !b.opts.structure(A::NAME) {
+        return;
+    }
+    let (space, taken) = alloc_setup(n, 4);
+    let t0 = Instant::now();
+    let mut a = A::build(space, &taken);
+    let build = t0.elapsed();
+    let mut st = AllocChurn::new(taken, 0x4444);
+    let [s] = b.repeat(|d| [alloc_churn(&mut a, &mut st, d)]);
+    let key = format!("W4|{}|{}", nlabel(n), A::NAME);
+    b.notes.insert(
+        key.clone(),
+        format!("setup {:.0} ms", build.as_secs_f64() * 1e3),
+    );
+    b.put(key, s);
+}
+
+fn w4(b: &mut Bench) {
+    println!("W4: allocator churn (steps/s; a step = free a random allocation + allocate 1–16 pages first fit)");
+    for n in SIZES_W4 {
+        w4_one::<OursAlloc>(b, n);
+        w4_one::<OursAddressAllocator>(b, n);
+        w4_one::<VmAlloc>(b, n);
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Memory.
+
+fn drain_epoch() {
+    for _ in 0..512 {
+        crossbeam_epoch::pin().flush();
+    }
+}
+
+fn counted<T>(f: impl FnOnce() -> T) -> (T, i64) {
+    drain_epoch();
+    for s in &SIZES {
+        s.store(0, Relaxed);
+    }
+    let before = NET_BYTES.load(Relaxed);
+    COUNTING.store(true, SeqCst);
+    let t = f();
+    drain_epoch();
+    COUNTING.store(false, SeqCst);
+    (t, NET_BYTES.load(Relaxed) - before)
+}
+
+fn mem_one<S: Structure>(b: &mut Bench, ranges: &[std::ops::Range<u64>]) {
+    if !b.opts.structure(S::NAME) {
+        return;
+    }
+    let n = ranges.len() as f64;
+    let (s, bytes) = counted(|| S::build(ranges));
+    b.put(
+        format!("mem|ascending|{}", S::NAME),
+        Stat {
+            med: bytes as f64 / n,
+            min: bytes as f64 / n,
+            max: bytes as f64 / n,
+        },
+    );
+    if S::NAME == Ours::NAME {
+        let mut hist: Vec<(u64, usize)> = SIZES
+            .iter()
+            .enumerate()
+            .map(|(i, c)| (c.load(Relaxed), i))
+            .filter(|&(c, _)| c > 0)
+            .collect();
+        hist.sort_by(|a, b| b.cmp(a));
+        let text = hist
+            .iter()
+            .take(4)
+            .map(|(c, sz)| format!("{c} × {sz} B"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        b.facts.insert("mem: our allocations by size".into(), text);
+    }
+    drop(s);
+    let mut shuffled = ranges.to_vec();
+    fastrand::Rng::with_seed(7).shuffle(&mut shuffled);
+    let (s, bytes) = counted(|| S::build(&shuffled));
+    b.put(
+        format!("mem|random|{}", S::NAME),
+        Stat {
+            med: bytes as f64 / n,
+            min: bytes as f64 / n,
+            max: bytes as f64 / n,
+        },
+    );
+    drop(s);
+}
+
+fn mem(b: &mut Bench) {
+    println!("memory: bytes allocated per range at N = 100k (V = u64)");
+    let ranges = layout(100_000, 5);
+    mem_one::<Ours>(b, &ranges);
+    mem_one::<Floor>(b, &ranges);
+    mem_one::<Swap>(b, &ranges);
+    mem_one::<Scc>(b, &ranges);
+    mem_one::<Skip>(b, &ranges);
+    mem_one::<RangeMapRw>(b, &ranges);
+    mem_one::<Concread>(b, &ranges);
+    if b.opts.structure(Ours::NAME) {
+        // Ours, built the way a live map grows: one insert per session, random order.
+        let mut shuffled = ranges.clone();
+        fastrand::Rng::with_seed(7).shuffle(&mut shuffled);
+        let (m, bytes) = counted(|| {
+            let m = rcu_rangemap::RangeMap::<u64, u64>::new();
+            for (i, r) in shuffled.iter().enumerate() {
+                assert!(m.write().try_insert(r.clone(), i as u64).is_ok());
+            }
+            m
+        });
+        let per = bytes as f64 / ranges.len() as f64;
+        b.put(
+            format!("mem|random, 1 insert per session|{}", Ours::NAME),
+            Stat {
+                med: per,
+                min: per,
+                max: per,
+            },
+        );
+        drop(m);
+    }
+    let state = std::mem::size_of::<AtomicU32>() + std::mem::size_of::<AtomicU64>();
+    let aligned = std::mem::size_of::<(AtomicU32, AtomicU64)>();
+    b.facts.insert(
+        "mem: lock state per entry".into(),
+        format!("{state} bytes of state (AtomicU32 count + AtomicU64 lock_seq), {aligned} with alignment"),
+    );
+    b.results.insert(
+        "mem|lock state|rcu_rangemap".into(),
+        Stat {
+            med: state as f64,
+            min: state as f64,
+            max: aligned as f64,
+        },
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// The floor: what one lookup's locked instructions cost here.
+
+#[inline(never)]
+fn loop_ns(dur: Duration, mut f: impl FnMut()) -> f64 {
+    let t0 = Instant::now();
+    let mut n = 0u64;
+    loop {
+        for _ in 0..1024 {
+            f();
+        }
+        n += 1024;
+        let el = t0.elapsed();
+        if el >= dur {
+            return el.as_secs_f64() * 1e9 / n as f64;
+        }
+    }
+}
+
+fn atomics(b: &mut Bench) {
+    println!("atomics: ns per operation, uncontended, one thread");
+    let a32 = AtomicU32::new(1);
+    let a64 = AtomicU64::new(1);
+    let d = b.dur / 2;
+    type Case<'a> = (&'static str, Box<dyn Fn(Duration) -> f64 + 'a>);
+    let cases: Vec<Case<'_>> = vec![
+        (
+            "empty loop (the measuring overhead)",
+            Box::new(|d| loop_ns(d, || black_box(()))),
+        ),
+        (
+            "AtomicU64 load + store (no lock prefix)",
+            Box::new(|d| {
+                loop_ns(d, || {
+                    let a = black_box(&a64);
+                    a.store(a.load(Relaxed) + 1, Relaxed)
+                })
+            }),
+        ),
+        (
+            "AtomicU32 fetch_add (one lock xadd)",
+            Box::new(|d| {
+                loop_ns(d, || {
+                    black_box(&a32).fetch_add(1, AcqRel);
+                })
+            }),
+        ),
+        (
+            "AtomicU32 CAS + fetch_sub (a read lock + unlock: 2 locked RMW)",
+            Box::new(|d| {
+                loop_ns(d, || {
+                    let a = black_box(&a32);
+                    let c = a.load(Acquire);
+                    let _ = a.compare_exchange_weak(c, c + 1, Acquire, Acquire);
+                    a.fetch_sub(1, Release);
+                })
+            }),
+        ),
+        (
+            "crossbeam_epoch::pin() + drop (1 locked RMW)",
+            Box::new(|d| loop_ns(d, || drop(black_box(crossbeam_epoch::pin())))),
+        ),
+        (
+            "pin + CAS + fetch_sub (the 3 locked RMW of a get)",
+            Box::new(|d| {
+                loop_ns(d, || {
+                    let g = crossbeam_epoch::pin();
+                    let a = black_box(&a32);
+                    let c = a.load(Acquire);
+                    let _ = a.compare_exchange_weak(c, c + 1, Acquire, Acquire);
+                    drop(g);
+                    a.fetch_sub(1, Release);
+                })
+            }),
+        ),
+    ];
+    for (i, (name, f)) in cases.iter().enumerate() {
+        let [s] = b.repeat(|_| [f(d)]);
+        b.put(format!("atomics|{i}|{name}"), s);
+    }
+    // The two lookups this is compared with, in the same run.
+    let ranges = layout(1000, 1);
+    let addrs = hit_addresses(&ranges, ADDRS, 0xadd0 + 1000);
+    let ours = Ours::build(&ranges);
+    let floor = Floor::build(&ranges);
+    for (i, (name, f)) in [
+        (
+            "rcu_rangemap get, N = 1k",
+            &(|a: u64| ours.lookup(a)) as &dyn Fn(u64) -> u64,
+        ),
+        ("BTreeMap lookup (no lock), N = 1k", &|a: u64| {
+            floor.lookup(a)
+        }),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let [s] = b.repeat(|_| {
+            let mut i = 0usize;
+            [loop_ns(d, || {
+                black_box(f(addrs[i & (ADDRS - 1)]));
+                i += 1;
+            })]
+        });
+        b.put(format!("atomics|{}|{name}", cases.len() + i), s);
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// The report.
+
+const STRUCTS: [&str; 9] = [
+    Ours::NAME,
+    Floor::NAME,
+    StdRw::NAME,
+    PlRw::NAME,
+    Swap::NAME,
+    Scc::NAME,
+    Skip::NAME,
+    RangeMapRw::NAME,
+    Concread::NAME,
+];
+const ALLOCS: [&str; 3] = [OursAlloc::NAME, OursAddressAllocator::NAME, VmAlloc::NAME];
+
+/// A table: rows are structures, for each config the median (min–max) and ours ÷ this.
+/// `higher_better`: ratios are ours/this (throughput); else this/ours (cost).
+fn table(
+    b: &Bench,
+    sec: &str,
+    configs: &[(&str, String)],
+    rows: &[&str],
+    ours: &str,
+    unit: &str,
+    higher_better: bool,
+) -> String {
+    let mut s = String::new();
+    s.push_str("| structure |");
+    for (label, _) in configs {
+        let _ = write!(s, " {label}: {unit} median (min–max) | ours ÷ this |");
+    }
+    s.push_str("\n|---|");
+    for _ in configs {
+        s.push_str("---:|---:|");
+    }
+    s.push('\n');
+    for row in rows {
+        let any = configs
+            .iter()
+            .any(|(_, c)| b.get(&format!("{sec}|{c}|{row}")).is_some());
+        if !any {
+            continue;
+        }
+        if *row == ours {
+            let _ = write!(s, "| **{row}** |");
+        } else {
+            let _ = write!(s, "| {row} |");
+        }
+        for (_, c) in configs {
+            match b.get(&format!("{sec}|{c}|{row}")) {
+                None => s.push_str(" — | |"),
+                Some(st) => {
+                    let ratio = match b.get(&format!("{sec}|{c}|{ours}")) {
+                        Some(o) if *row != ours => {
+                            let r = if higher_better {
+                                o.med / st.med
+                            } else {
+                                st.med / o.med
+                            };
+                            format!("{r:.2}×")
+                        }
+                        _ => String::new(),
+                    };
+                    let _ = write!(
+                        s,
+                        " {} ({}–{}) | {ratio} |",
+                        fmt_num(st.med),
+                        fmt_num(st.min),
+                        fmt_num(st.max)
+                    );
+                }
+            }
+        }
+        s.push('\n');
+    }
+    s
+}
+
+struct Target {
+    id: &'static str,
+    what: String,
+    goal: f64,
+    /// `true`: the ratio must be at least `goal`; `false`: at most.
+    at_least: bool,
+    ratio: Option<f64>,
+    figures: String,
+}
+
+fn ratio(b: &Bench, num: &str, den: &str) -> (Option<f64>, String) {
+    match (b.get(num), b.get(den)) {
+        (Some(n), Some(d)) => (
+            Some(n.med / d.med),
+            format!("{} vs {}", fmt_num(n.med), fmt_num(d.med)),
+        ),
+        _ => (None, "not measured".into()),
+    }
+}
+
+fn targets(b: &Bench) -> Vec<Target> {
+    let o = Ours::NAME;
+    let mut t = Vec::new();
+    let mut push = |id, what: String, goal, at_least, (ratio, figures): (Option<f64>, String)| {
+        t.push(Target {
+            id,
+            what,
+            goal,
+            at_least,
+            ratio,
+            figures,
+        })
+    };
+    for n in ["1k", "100k"] {
+        push(
+            if n == "1k" {
+                "W1-floor-1k"
+            } else {
+                "W1-floor-100k"
+            },
+            format!("W1 1 thread, N = {n}: ours ÷ BTreeMap (no lock)"),
+            0.8,
+            true,
+            ratio(
+                b,
+                &format!("W1|{n}/1t|{o}"),
+                &format!("W1|{n}/1t|{}", Floor::NAME),
+            ),
+        );
+    }
+    push(
+        "W1-scc-100k",
+        "W1 1 thread, N = 100k: ours ÷ scc::TreeIndex".into(),
+        1.5,
+        true,
+        ratio(
+            b,
+            &format!("W1|100k/1t|{o}"),
+            &format!("W1|100k/1t|{}", Scc::NAME),
+        ),
+    );
+    push(
+        "W1-skipmap-100k",
+        "W1 1 thread, N = 100k: ours ÷ SkipMap".into(),
+        2.0,
+        true,
+        ratio(
+            b,
+            &format!("W1|100k/1t|{o}"),
+            &format!("W1|100k/1t|{}", Skip::NAME),
+        ),
+    );
+    push(
+        "W1-scaling-1k",
+        "W1 N = 1k: ours 2 threads ÷ ours 1 thread".into(),
+        1.9,
+        true,
+        ratio(b, &format!("W1|1k/2t|{o}"), &format!("W1|1k/1t|{o}")),
+    );
+    for n in ["1k", "100k"] {
+        // The best lock-based peer's readers.
+        let best = [StdRw::NAME, PlRw::NAME, RangeMapRw::NAME]
+            .iter()
+            .filter_map(|p| {
+                let k = format!("W2|{n}/flat/readers|{p}");
+                b.get(&k).map(|s| (s.med, k))
+            })
+            .max_by(|a, c| a.0.partial_cmp(&c.0).unwrap())
+            .map(|x| x.1)
+            .unwrap_or_default();
+        let best_name = best.rsplit('|').next().unwrap_or("").to_string();
+        push(
+            if n == "1k" { "W2-readers-1k" } else { "W2-readers-100k" },
+            format!("W2 flat out, N = {n}: ours' readers ÷ best lock-based peer's readers ({best_name})"),
+            1.5,
+            true,
+            ratio(b, &format!("W2|{n}/flat/readers|{o}"), &best),
+        );
+        push(
+            if n == "1k" {
+                "W2-writer-1k"
+            } else {
+                "W2-writer-100k"
+            },
+            format!("W2 flat out, N = {n}: ours' writer ÷ SkipMap's writer"),
+            1.0,
+            true,
+            ratio(
+                b,
+                &format!("W2|{n}/flat/writer|{o}"),
+                &format!("W2|{n}/flat/writer|{}", Skip::NAME),
+            ),
+        );
+        push(
+            if n == "1k" {
+                "W2-paced-1k"
+            } else {
+                "W2-paced-100k"
+            },
+            format!("W2 paced (1,000 sessions/s), N = {n}: ours' readers ÷ ours' W1 2 threads"),
+            0.95,
+            true,
+            ratio(
+                b,
+                &format!("W2|{n}/paced/readers|{o}"),
+                &format!("W1|{n}/2t|{o}"),
+            ),
+        );
+    }
+    for n in ["10k", "100k"] {
+        push(
+            if n == "10k" {
+                "W3-1op-10k"
+            } else {
+                "W3-1op-100k"
+            },
+            format!("W3 one-op sessions, N = {n}: ours ÷ SkipMap"),
+            1.0,
+            true,
+            ratio(
+                b,
+                &format!("W3|{n}/1op|{o}"),
+                &format!("W3|{n}/1op|{}", Skip::NAME),
+            ),
+        );
+        push(
+            if n == "10k" {
+                "W3-64op-10k"
+            } else {
+                "W3-64op-100k"
+            },
+            format!("W3 64-op sessions, N = {n}: ours ÷ BTreeMap (no lock)"),
+            0.5,
+            true,
+            ratio(
+                b,
+                &format!("W3|{n}/64op|{o}"),
+                &format!("W3|{n}/64op|{}", Floor::NAME),
+            ),
+        );
+    }
+    push(
+        "W4-vm-10k",
+        "W4 N = 10k: ours ÷ vm_allocator (steps/s)".into(),
+        20.0,
+        true,
+        ratio(
+            b,
+            &format!("W4|10k|{}", OursAlloc::NAME),
+            &format!("W4|10k|{}", VmAlloc::NAME),
+        ),
+    );
+    push(
+        "W4-scaling",
+        "W4 ours: per-step cost at N = 100k ÷ at N = 1k".into(),
+        2.0,
+        false,
+        ratio(
+            b,
+            &format!("W4|1k|{}", OursAlloc::NAME),
+            &format!("W4|100k|{}", OursAlloc::NAME),
+        ),
+    );
+    let mem = b.get(&format!("mem|ascending|{o}"));
+    push(
+        "mem-per-range",
+        "memory at N = 100k, V = u64: bytes per range (ascending build)".into(),
+        64.0,
+        false,
+        (
+            mem.map(|s| s.med),
+            mem.map_or("not measured".into(), |s| format!("{:.1} B", s.med)),
+        ),
+    );
+    let lock = b.get(&format!("mem|lock state|{o}"));
+    push(
+        "lock-state",
+        "lock state per entry (bytes of state; 16 with alignment)".into(),
+        12.0,
+        false,
+        (
+            lock.map(|s| s.med),
+            lock.map_or("not measured".into(), |s| {
+                format!("{:.0} B state, {:.0} B aligned", s.med, s.max)
+            }),
+        ),
+    );
+    t
+}
+
+fn met(t: &Target) -> Option<bool> {
+    t.ratio
+        .map(|r| if t.at_least { r >= t.goal } else { r <= t.goal })
+}
+
+/// `### id` sections of the hand-written analysis, and the text before the first one.
+fn analysis() -> (String, BTreeMap<String, String>) {
+    let text = include_str!("../analysis.md");
+    let mut intro = String::new();
+    let mut map = BTreeMap::new();
+    let mut cur: Option<String> = None;
+    for line in text.lines() {
+        if let Some(id) = line.strip_prefix("### ") {
+            cur = Some(id.trim().to_string());
+            map.insert(id.trim().to_string(), String::new());
+            continue;
+        }
+        match &cur {
+            None => {
+                intro.push_str(line);
+                intro.push('\n');
+            }
+            Some(id) => {
+                let e = map.get_mut(id).unwrap();
+                e.push_str(line);
+                e.push('\n');
+            }
+        }
+    }
+    (intro, map)
+}
+
+fn lock_versions() -> Vec<(String, String)> {
+    let lock = include_str!("../../Cargo.lock");
+    let wanted = [
+        "rcu-rangemap",
+        "crossbeam-epoch",
+        "parking_lot",
+        "arc-swap",
+        "scc",
+        "sdd",
+        "crossbeam-skiplist",
+        "rangemap",
+        "concread",
+        "vm-allocator",
+        "criterion",
+        "fastrand",
+    ];
+    let mut out = Vec::new();
+    let mut name = None;
+    for line in lock.lines() {
+        if let Some(n) = line.strip_prefix("name = ") {
+            name = Some(n.trim_matches('"').to_string());
+        } else if let Some(v) = line.strip_prefix("version = ") {
+            if let Some(n) = name.take() {
+                if wanted.contains(&n.as_str()) {
+                    out.push((n, v.trim_matches('"').to_string()));
+                }
+            }
+        }
+    }
+    out
+}
+
+fn sh(cmd: &str, args: &[&str]) -> String {
+    std::process::Command::new(cmd)
+        .args(args)
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|| "unknown".into())
+}
+
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "unknown".into())
+}
+
+fn load1() -> f64 {
+    loadavg()
+        .split_whitespace()
+        .next()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0.0)
+}
+
+fn cpu_model() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|m| m.trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown".into())
+}
+
+struct RunInfo {
+    command: String,
+    started: String,
+    load_start: String,
+    load_end: String,
+    waited: String,
+    wall: Duration,
+}
+
+fn report(b: &Bench, info: &RunInfo) -> String {
+    let o = Ours::NAME;
+    let mode = if b.opts.quick { "quick" } else { "full" };
+    let note = format!(
+        "_One run on this {}-core machine (load average {} at start, {} at end); \
+         medians of {} samples of {:.2} s, min–max in brackets; ratios compare figures of \
+         this run only._",
+        sh("nproc", &[]),
+        info.load_start,
+        info.load_end,
+        b.opts.reps,
+        b.dur.as_secs_f64()
+    );
+    let mut s = String::new();
+    let _ = writeln!(s, "# Benchmarks\n");
+    let _ = writeln!(
+        s,
+        "Generated by the comparison runner `benches/src/main.rs` ({mode} mode). Every \
+         figure below is from **one run on one 2-core virtual machine** that other work may \
+         share: ratios between figures of the same run are what the targets are about; \
+         absolute numbers will differ elsewhere. Criterion micro benchmarks (with HTML \
+         plots) are in `benches/benches/micro.rs`: `cargo bench -p rcu-rangemap-bench`, \
+         report in `target/criterion/report/index.html`.\n"
+    );
+    let _ = writeln!(s, "## The run\n");
+    let _ = writeln!(s, "| | |\n|---|---|");
+    let _ = writeln!(s, "| command | `{}` |", info.command);
+    let _ = writeln!(s, "| started | {} |", info.started);
+    let _ = writeln!(s, "| wall time | {:.0} s |", info.wall.as_secs_f64());
+    let _ = writeln!(s, "| cores (`nproc`) | {} |", sh("nproc", &[]));
+    let _ = writeln!(s, "| CPU (`/proc/cpuinfo`) | {} |", cpu_model());
+    let _ = writeln!(s, "| kernel | {} |", sh("uname", &["-sr"]));
+    let _ = writeln!(
+        s,
+        "| load average (1/5/15 min) at start | {} |",
+        info.load_start
+    );
+    let _ = writeln!(
+        s,
+        "| load average (1/5/15 min) at end | {} |",
+        info.load_end
+    );
+    let _ = writeln!(s, "| waited for load | {} |", info.waited);
+    let _ = writeln!(
+        s,
+        "| samples | {} per figure, {:.2} s each, after one warm-up sample |",
+        b.opts.reps,
+        b.dur.as_secs_f64()
+    );
+    let _ = writeln!(s, "| compiler | {} |", env!("BENCH_RUSTC_VERSION"));
+    let _ = writeln!(s, "| profile | release (opt-level 3, debug = 1, no LTO) |");
+    let _ = writeln!(s, "\nCrate versions (from `Cargo.lock`):\n");
+    let _ = writeln!(s, "| crate | version |\n|---|---|");
+    for (n, v) in lock_versions() {
+        let _ = writeln!(s, "| {n} | {v} |");
+    }
+
+    let (intro, notes) = analysis();
+    let ts = targets(b);
+    let _ = writeln!(s, "\n## Targets\n\n{note}\n");
+    let _ = writeln!(
+        s,
+        "| target | what | figures (ours vs peer) | ratio | goal | result |\n|---|---|---|---:|---:|---|"
+    );
+    for t in &ts {
+        let goal = if t.id.starts_with("mem") || t.id == "lock-state" {
+            format!("≤ {:.0} B", t.goal)
+        } else if t.at_least {
+            format!("≥ {:.2}×", t.goal)
+        } else {
+            format!("≤ {:.2}×", t.goal)
+        };
+        let ratio = match t.ratio {
+            None => "—".into(),
+            Some(r) if t.id.starts_with("mem") || t.id == "lock-state" => format!("{r:.1} B"),
+            Some(r) => format!("{r:.2}×"),
+        };
+        let res = match met(t) {
+            None => "not measured",
+            Some(true) => "**met**",
+            Some(false) => "**missed**",
+        };
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} | {ratio} | {goal} | {res} |",
+            t.id, t.what, t.figures
+        );
+    }
+    let missed: Vec<&Target> = ts.iter().filter(|t| met(t) == Some(false)).collect();
+    let _ = writeln!(s, "\n## Why: where the time goes\n");
+    s.push_str(&intro);
+    if !missed.is_empty() {
+        let _ = writeln!(s, "\n### Missed targets, one by one\n");
+        for t in missed {
+            let why = notes
+                .get(t.id)
+                .map(|x| x.trim().to_string())
+                .unwrap_or_else(|| {
+                    "No profile recorded for this target yet (add a `### id` section to \
+                     `benches/analysis.md`)."
+                        .into()
+                });
+            let _ = writeln!(
+                s,
+                "- **{}** ({}, ratio {}): {}\n",
+                t.id,
+                t.what,
+                t.ratio.map_or("—".into(), |r| format!("{r:.2}")),
+                why
+            );
+        }
+    }
+
+    let w1c: Vec<(&str, String)> = vec![
+        ("N=1k, 1 thread", "1k/1t".into()),
+        ("N=1k, 2 threads", "1k/2t".into()),
+        ("N=100k, 1 thread", "100k/1t".into()),
+        ("N=100k, 2 threads", "100k/2t".into()),
+    ];
+    let _ = writeln!(
+        s,
+        "\n## W1: lookups only\n\nLookups per second (all threads together) of addresses \
+         that hit, each a random byte of a random range; the lookup reads the value and \
+         releases whatever it held. Ranges of 1–64 pages with gaps of 0–16 pages from \
+         0x5555_0000_0000. \"ours ÷ this\" > 1 means rcu_rangemap is faster.\n\n{note}\n"
+    );
+    s.push_str(&table(b, "W1", &w1c, &STRUCTS, o, "lookups/s", true));
+
+    for n in ["1k", "100k"] {
+        let c: Vec<(&str, String)> = vec![
+            ("flat out: readers", format!("{n}/flat/readers")),
+            ("flat out: writer", format!("{n}/flat/writer")),
+            ("paced: readers", format!("{n}/paced/readers")),
+            ("paced: writer", format!("{n}/paced/writer")),
+        ];
+        let _ = writeln!(
+            s,
+            "\n## W2: two readers and one writer, N = {n}\n\nThree threads on two cores. \
+             Readers as in W1 (lookups/s of both); the writer runs sessions of one churn op \
+             (remove a random range, re-insert it with a new value) flat out, or paced at \
+             1,000 sessions/s (the writer column then shows the pace achieved). \
+             Writer figures are sessions/s.\n\n{note}\n"
+        );
+        s.push_str(&table(b, "W2", &c, &STRUCTS, o, "per s", true));
+    }
+
+    let w3c: Vec<(&str, String)> = vec![
+        ("N=10k, 1 op/session", "10k/1op".into()),
+        ("N=10k, 64 ops/session", "10k/64op".into()),
+        ("N=100k, 1 op/session", "100k/1op".into()),
+        ("N=100k, 64 ops/session", "100k/64op".into()),
+    ];
+    let _ = writeln!(
+        s,
+        "\n## W3: single-thread write churn\n\nOps per second; an op removes a random range \
+         and re-inserts it with a new value; a session (lock hold, transaction, copy of the \
+         whole map for ArcSwap, nothing for the lock-free maps and the floor) holds 1 or 64 \
+         ops.\n\n{note}\n"
+    );
+    s.push_str(&table(b, "W3", &w3c, &STRUCTS, o, "ops/s", true));
+
+    let w4c: Vec<(&str, String)> = vec![
+        ("N=1k", "1k".into()),
+        ("N=10k", "10k".into()),
+        ("N=100k", "100k".into()),
+    ];
+    let _ = writeln!(
+        s,
+        "\n## W4: allocator churn\n\nSteps per second; a step frees a random live \
+         allocation and allocates 1–16 pages, 4 KiB aligned, first fit (lowest address). N \
+         live allocations of 1–16 pages with gaps of 0–16 pages fill the lower half of the \
+         space, the upper half starts free. Ours: one writer session per allocation \
+         (`Writer::find_gap` + `try_insert`) and one per free (`remove_entry`); the crate's \
+         `AddressAllocator` does the same plus argument checks; vm_allocator is used \
+         through `&mut` with no lock.\n\n{note}\n"
+    );
+    s.push_str(&table(
+        b,
+        "W4",
+        &w4c,
+        &ALLOCS,
+        OursAlloc::NAME,
+        "steps/s",
+        true,
+    ));
+    let _ = writeln!(s, "\nPer-step cost of ours (µs, median):");
+    for n in ["1k", "10k", "100k"] {
+        if let Some(st) = b.get(&format!("W4|{n}|{}", OursAlloc::NAME)) {
+            let _ = write!(s, " N={n}: {:.2} µs;", 1e6 / st.med);
+        }
+    }
+    s.push('\n');
+    let setups: Vec<String> = b
+        .notes
+        .iter()
+        .filter(|(k, _)| k.starts_with("W4|"))
+        .map(|(k, v)| format!("{} — {v}", k.trim_start_matches("W4|")))
+        .collect();
+    if !setups.is_empty() {
+        let _ = writeln!(s, "\nSetup times: {}.", setups.join("; "));
+    }
+
+    let memc: Vec<(&str, String)> = vec![
+        ("ascending", "ascending".into()),
+        ("random order", "random".into()),
+    ];
+    let _ = writeln!(
+        s,
+        "\n## Memory\n\nBytes allocated per range at N = 100k with V = u64 (a counting \
+         global allocator: net bytes after building ÷ N; epoch garbage flushed first). \
+         \"ours ÷ this\" > 1 here means ours uses *less*. Ours is built in one writer session \
+         (`build`); the extra row builds it the way a live map grows, one insert per \
+         session in random order.\n\n{note}\n"
+    );
+    s.push_str(&table(b, "mem", &memc, &STRUCTS, o, "bytes/range", false));
+    if let Some(st) = b.get(&format!("mem|random, 1 insert per session|{o}")) {
+        let _ = writeln!(
+            s,
+            "\nOurs, random order, one insert per session: {:.1} bytes per range.",
+            st.med
+        );
+    }
+    for (k, v) in b.facts.iter().filter(|(k, _)| k.starts_with("mem:")) {
+        let _ = writeln!(s, "\n{}: {v}.", k.trim_start_matches("mem: "));
+    }
+
+    let _ = writeln!(
+        s,
+        "\n## The floor: what the locked instructions of one lookup cost here\n\nns per \
+         operation, one thread, uncontended, measured in this run. A `get` does three \
+         locked read-modify-writes (the epoch pin, the count CAS, the release `fetch_sub`); \
+         compare their sum with the unlocked BTreeMap lookup.\n\n{note}\n"
+    );
+    let _ = writeln!(s, "| operation | ns median (min–max) |\n|---|---:|");
+    let mut rows: Vec<(usize, &String, &Stat)> = b
+        .results
+        .iter()
+        .filter(|(k, _)| k.starts_with("atomics|"))
+        .map(|(k, st)| (k.split('|').nth(1).unwrap().parse().unwrap_or(0), k, st))
+        .collect();
+    rows.sort_by_key(|r| r.0);
+    for (_, k, st) in rows {
+        let _ = writeln!(
+            s,
+            "| {} | {:.2} ({:.2}–{:.2}) |",
+            k.rsplit('|').next().unwrap(),
+            st.med,
+            st.min,
+            st.max
+        );
+    }
+    s
+}
+
+fn main() {
+    let opts = Opts::parse();
+    let t_start = Instant::now();
+    let mut waited = "no".to_string();
+    if let Some(max) = opts.wait_load {
+        let deadline = Instant::now() + Duration::from_secs_f64(opts.wait_max_mins * 60.0);
+        let w0 = Instant::now();
+        while load1() >= max && Instant::now() < deadline {
+            println!("load average {} ≥ {max}: waiting", loadavg());
+            std::thread::sleep(Duration::from_secs(30));
+        }
+        waited = format!(
+            "{:.0} s for 1-min load < {max} ({})",
+            w0.elapsed().as_secs_f64(),
+            if load1() < max { "reached" } else { "gave up" }
+        );
+    }
+    let command = format!(
+        "cargo run --release -p rcu-rangemap-bench --{}",
+        std::env::args()
+            .skip(1)
+            .map(|a| format!(" {a}"))
+            .collect::<String>()
+    );
+    let started = sh("date", &["-u", "+%Y-%m-%d %H:%M:%S UTC"]);
+    let load_start = loadavg();
+    println!("{command}\nload average at start: {load_start}");
+    let t0 = Instant::now();
+    let dur = Duration::from_secs_f64(opts.secs);
+    let mut b = Bench {
+        opts,
+        dur,
+        results: BTreeMap::new(),
+        notes: BTreeMap::new(),
+        facts: BTreeMap::new(),
+    };
+    if b.opts.section("atomics") {
+        atomics(&mut b);
+    }
+    lookups_and_churn(&mut b);
+    if b.opts.section("W4") {
+        w4(&mut b);
+    }
+    if b.opts.section("mem") {
+        mem(&mut b);
+    }
+    let info = RunInfo {
+        command,
+        started,
+        load_start,
+        load_end: loadavg(),
+        waited,
+        wall: t0.elapsed(),
+    };
+    let text = report(&b, &info);
+    println!("\nTargets:");
+    for t in targets(&b) {
+        println!(
+            "  {:<16} {:>8} (goal {}{}) {}",
+            t.id,
+            t.ratio.map_or("—".into(), |r| format!("{r:.2}")),
+            if t.at_least { "≥ " } else { "≤ " },
+            t.goal,
+            match met(&t) {
+                None => "not measured",
+                Some(true) => "met",
+                Some(false) => "MISSED",
+            }
+        );
+    }
+    if !b.opts.no_write {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .parent()
+            .expect("benches/ has a parent")
+            .display()
+            .to_string();
+        let path = b.opts.out.clone().unwrap_or_else(|| {
+            if b.opts.partial() {
+                let dir = format!("{root}/target/bench-results");
+                let _ = std::fs::create_dir_all(&dir);
+                format!("{dir}/BENCHMARKS-partial.md")
+            } else {
+                format!("{root}/BENCHMARKS.md")
+            }
+        });
+        std::fs::write(&path, text).expect("write the report");
+        println!("wrote {path}");
+    }
+    println!(
+        "done in {:.0} s (load average at end: {})",
+        t_start.elapsed().as_secs_f64(),
+        info.load_end
+    );
+}
