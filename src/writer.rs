@@ -377,7 +377,8 @@ impl<'a, K: Key, V> Writer<'a, K, V> {
         gap::find_gap(self.tree.root(), want(within, size, align), fit)
     }
 
-    /// Entries of the session's view overlapping `range`, in key order (no locking).
+    /// Entries of the session's view overlapping `range`, in key order (no locking); nothing
+    /// for an empty or reversed range.
     pub fn overlapping(&self, range: Range<K>) -> impl Iterator<Item = (Range<K>, &V)> + '_ {
         let mut v: Vec<(Range<K>, &V)> = Vec::new();
         search::for_each_overlapping(self.tree.root(), range.start, range.end, &mut |f| {

@@ -42,12 +42,16 @@ pub(crate) fn lookup<K: Key, E>(root: NodeRef<'_, K, E>, key: K) -> Option<Found
     }
 }
 
-/// The first entry (in key order) with `hi > from` and `lo < until`. O(log n).
+/// The first entry (in key order) with `hi > from` and `lo < until`; `None` for an empty or
+/// reversed range. O(log n).
 pub(crate) fn first_overlapping<K: Key, E>(
     root: NodeRef<'_, K, E>,
     from: K,
     until: K,
 ) -> Option<Found<E, K>> {
+    if from >= until {
+        return None;
+    }
     let mut node = root;
     loop {
         let len = node.len();
@@ -67,12 +71,16 @@ pub(crate) fn first_overlapping<K: Key, E>(
     }
 }
 
-/// The last entry (in key order) with `lo < until` and `hi > from`. O(log n).
+/// The last entry (in key order) with `lo < until` and `hi > from`; `None` for an empty or
+/// reversed range. O(log n).
 pub(crate) fn last_overlapping<K: Key, E>(
     root: NodeRef<'_, K, E>,
     from: K,
     until: K,
 ) -> Option<Found<E, K>> {
+    if from >= until {
+        return None;
+    }
     let mut node = root;
     loop {
         let len = node.len();
@@ -92,13 +100,17 @@ pub(crate) fn last_overlapping<K: Key, E>(
     }
 }
 
-/// Call `f` on every entry overlapping `from..until`, in key order. O(log n + k).
+/// Call `f` on every entry overlapping `from..until`, in key order; nothing for an empty or
+/// reversed range. O(log n + k).
 pub(crate) fn for_each_overlapping<K: Key, E>(
     node: NodeRef<'_, K, E>,
     from: K,
     until: K,
     f: &mut impl FnMut(Found<E, K>),
 ) {
+    if from >= until {
+        return;
+    }
     for i in 0..node.len() {
         if node.hi(i) <= from {
             continue;
