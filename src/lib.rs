@@ -75,6 +75,8 @@ mod key;
 pub mod lock;
 #[cfg(not(loom))]
 mod lock;
+#[cfg(all(test, not(loom)))]
+mod lock_stress;
 mod map;
 mod reclaim;
 mod stats;
