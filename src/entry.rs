@@ -35,8 +35,17 @@ pub(crate) struct Entry<K, V> {
 impl<K: Key, V> Entry<K, V> {
     /// A new entry for `lo..hi`, born in (and write-locked by) session `s`.
     pub(crate) fn alloc(lo: K, hi: K, value: V, s: Session) -> NonNull<Self> {
+        Self::boxed(lo, hi, value, EntryLock::new_locked(s))
+    }
+
+    /// A new entry for `lo..hi` of a map under construction (no session: not locked).
+    pub(crate) fn alloc_unlocked(lo: K, hi: K, value: V) -> NonNull<Self> {
+        Self::boxed(lo, hi, value, EntryLock::new_attached())
+    }
+
+    fn boxed(lo: K, hi: K, value: V, lock: EntryLock) -> NonNull<Self> {
         let b = Box::new(Entry {
-            lock: EntryLock::new_locked(s),
+            lock,
             range: UnsafeCell::new((lo, hi)),
             value: UnsafeCell::new(MaybeUninit::new(value)),
         });

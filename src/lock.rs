@@ -60,7 +60,6 @@ pub const READ_LIMIT: u32 = WRITER - 1;
 
 /// The entry sequence of an entry no session has locked. The domain sequence starts at 0
 /// and moves by one per session start and end, so it never gets near this value.
-#[cfg_attr(not(loom), allow(dead_code))] // the map creates entries inside sessions
 const NEVER_LOCKED: u64 = u64::MAX;
 
 /// Spins before a waiting writer parks. Under loom a spin is a yield, so keep it short.
@@ -196,7 +195,6 @@ pub struct EntryLock {
 
 impl EntryLock {
     /// A lock for an entry about to enter the tree: attached, no readers, not locked.
-    #[cfg_attr(not(loom), allow(dead_code))] // tests and models
     pub fn new_attached() -> Self {
         EntryLock {
             count: AtomicU32::new(ATTACHED),

@@ -18,6 +18,7 @@ use crate::key::Key;
 use crate::lock::{LockDomain, ReadFail};
 use crate::reclaim;
 use crate::stats::{Counters, Event, Stats};
+use crate::tree::bulk;
 use crate::tree::gap::{self, Want};
 use crate::tree::node::{Node, NodeMut, NodeRef};
 use crate::tree::search::{self, Found};
@@ -378,6 +379,49 @@ pub(crate) fn want<K: Key>(within: Range<K>, size: K, align: K) -> Want<K> {
         w1: within.end,
         size,
         align,
+    }
+}
+
+/// A consistent copy of the published version: sessions wait while the copy is read
+/// (it holds the writers' lock shared, like a slow-path reader); readers do not.
+/// O(n) — the new tree is built bottom-up, not entry by entry. If a value's `clone`
+/// panics, the copy is abandoned (clones made so far are dropped) and `self` is untouched.
+///
+/// ```
+/// use rcu_rangemap::RangeMap;
+///
+/// let parent = RangeMap::<u64, &str>::new();
+/// parent.write().insert(0x1000..0x2000, "text");
+/// let child = parent.clone(); // fork
+/// child.write().remove(0x1000..0x1800);
+/// assert_eq!(parent.len(), 1);
+/// assert_eq!(child.get(0x1800).unwrap().range(), 0x1800..0x2000);
+/// ```
+impl<K: Key, V: Clone> Clone for RangeMap<K, V> {
+    fn clone(&self) -> Self {
+        let values: Vec<(K, K, V)> = {
+            let _shared = self.writers.read();
+            let pin = reclaim::pin();
+            let mut out = Vec::with_capacity(self.len());
+            search::for_each_overlapping(self.root(&pin), K::ZERO, K::MAX, &mut |f| {
+                // SAFETY: reached from the pinned root; with the writers' lock shared no
+                // session runs, so the value is initialised and nobody writes it.
+                let v = unsafe { f.entry.as_ref().value() };
+                out.push((f.lo, f.hi, v.clone()));
+            });
+            out
+        };
+        let n = values.len();
+        let items: Vec<(K, K, NonNull<Entry<K, V>>)> = values
+            .into_iter()
+            .map(|(lo, hi, v)| (lo, hi, Entry::alloc_unlocked(lo, hi, v)))
+            .collect();
+        let map = RangeMap::new();
+        let empty = map.root.swap(bulk::build(&items, 0), Ordering::Relaxed);
+        // SAFETY: the new map's initial empty leaf: never published to anyone else.
+        unsafe { NodeMut::free(empty) };
+        map.len.store(n, Ordering::Relaxed);
+        map
     }
 }
 

@@ -388,6 +388,43 @@ impl<'a, K: Key, V> Writer<'a, K, V> {
         v.into_iter()
     }
 
+    /// Entries of the session's view overlapping `range`, in key order, each write-locked
+    /// (waiting for its readers, as [`get_mut`](Self::get_mut) does) and lent mutably.
+    /// Nothing for an empty or reversed range. O(log n + k).
+    ///
+    /// ```
+    /// use rcu_rangemap::RangeMap;
+    ///
+    /// let map = RangeMap::<u32, u32>::new();
+    /// let mut w = map.write();
+    /// for i in 0..4 {
+    ///     w.insert(i * 10..i * 10 + 10, i);
+    /// }
+    /// for (_, v) in w.overlapping_mut(15..25) {
+    ///     *v += 100;
+    /// }
+    /// assert_eq!(w.get(15).map(|(_, v)| *v), Some(101));
+    /// assert_eq!(w.get(25).map(|(_, v)| *v), Some(102));
+    /// assert_eq!(w.get(35).map(|(_, v)| *v), Some(3));
+    /// ```
+    pub fn overlapping_mut(
+        &mut self,
+        range: Range<K>,
+    ) -> impl Iterator<Item = (Range<K>, &mut V)> + '_ {
+        let mut hits: Vec<Found<Entry<K, V>, K>> = Vec::new();
+        search::for_each_overlapping(self.tree.root(), range.start, range.end, &mut |f| {
+            hits.push(f)
+        });
+        let mut out = Vec::with_capacity(hits.len());
+        for f in hits {
+            let mut h = self.hold(f.entry);
+            // SAFETY: as in `get_mut`; the entries are distinct, so the borrows are disjoint,
+            // and `&mut self` is held for as long as any of them lives.
+            out.push((f.lo..f.hi, unsafe { &mut *(h.value_mut() as *mut V) }));
+        }
+        out.into_iter()
+    }
+
     /// Publish the session: one atomic root store, then every entry it locked becomes
     /// readable. Same as dropping the writer.
     pub fn commit(self) {}

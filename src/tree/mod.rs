@@ -4,6 +4,7 @@
 //! queries (`gap`), and the writer's copy-on-write edits (`cow`). Must not: dereference
 //! entry pointers — to the tree an entry is an opaque pointer with bounds beside it.
 
+pub(crate) mod bulk;
 #[cfg(test)]
 mod check;
 pub(crate) mod cow;
