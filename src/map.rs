@@ -412,7 +412,7 @@ impl<K: Key, V: Clone> Clone for RangeMap<K, V> {
             out
         };
         let n = values.len();
-        let items: Vec<(K, K, NonNull<Entry<K, V>>)> = values
+        let items: Vec<_> = values
             .into_iter()
             .map(|(lo, hi, v)| (lo, hi, Entry::alloc_unlocked(lo, hi, v)))
             .collect();
