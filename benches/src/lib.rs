@@ -16,7 +16,7 @@
 //! | `std RwLock<BTreeMap>` | std lock | start | as above, under the read lock |
 //! | `parking_lot RwLock<BTreeMap>` | parking_lot lock | start | as above |
 //! | `ArcSwap<BTreeMap>` | copy the whole map per write session | start | as above, under a load guard |
-//! | `scc::TreeIndex` | lock-free B+tree | end | first key above `a`, check start |
+//! | `scc::TreeIndex` | lock-free B+tree | start | `range(..=a).next_back()`, check end (faster than keying by end here) |
 //! | `crossbeam SkipMap` | lock-free skip list | end | `lower_bound(Excluded(a))`, check start |
 //! | `rangemap in RwLock` | `rangemap::RangeMap` in a parking_lot lock | range | `get_key_value` |
 //! | `concread BptreeMap` | COW B+tree, one writer, read transactions | end | read txn, first key above `a` |
@@ -338,10 +338,15 @@ impl Concurrent for Swap {
 }
 
 // ---------------------------------------------------------------------------------------
-// Ordered concurrent maps keyed by range end: the range holding `a` is the first entry
-// whose end is above `a`, if its start is at or below `a`.
+// Ordered concurrent maps. Keyed by range end, the range holding `a` is the first entry
+// whose end is above `a`, if its start is at or below `a`; keyed by start, the last entry
+// whose start is at or below `a`, if its end is above `a`.
 
-/// `scc::TreeIndex<end, (start, value)>`.
+/// `scc::TreeIndex<start, (end, value)>`, looked up with `range(..=a).next_back()`.
+///
+/// Keyed by start rather than by end (first key above `a`, as for the skip list): scc
+/// finds the start of a forward range by walking leaves backwards, and the end-keyed form
+/// measured ~30% slower at N = 100k (9,400 against 6,500 instructions per lookup).
 pub struct Scc(pub scc::TreeIndex<u64, (u64, u64)>);
 
 impl Structure for Scc {
@@ -349,22 +354,22 @@ impl Structure for Scc {
     fn build(ranges: &[Range<u64>]) -> Self {
         let t = scc::TreeIndex::new();
         for (i, r) in ranges.iter().enumerate() {
-            assert!(t.insert_sync(r.end, (r.start, value_of(i, 0))).is_ok());
+            assert!(t.insert_sync(r.start, (r.end, value_of(i, 0))).is_ok());
         }
         Scc(t)
     }
     fn get(&self, addr: u64) -> Option<(Range<u64>, u64)> {
         let guard = scc::Guard::new();
-        match self.0.range((Excluded(addr), Unbounded), &guard).next() {
-            Some((&e, &(s, v))) if s <= addr => Some((s..e, v)),
+        match self.0.range(..=addr, &guard).next_back() {
+            Some((&s, &(e, v))) if addr < e => Some((s..e, v)),
             _ => None,
         }
     }
     #[inline]
     fn lookup(&self, addr: u64) -> u64 {
         let guard = scc::Guard::new();
-        match self.0.range((Excluded(addr), Unbounded), &guard).next() {
-            Some((_, &(s, v))) if s <= addr => v,
+        match self.0.range(..=addr, &guard).next_back() {
+            Some((_, &(e, v))) if addr < e => v,
             _ => MISS,
         }
     }
@@ -374,11 +379,11 @@ impl Structure for Scc {
 impl Concurrent for Scc {
     fn churn(&self, ops: &[Op]) {
         for op in ops {
-            let gone = self.0.remove_sync(&op.range.end);
+            let gone = self.0.remove_sync(&op.range.start);
             debug_assert!(gone);
             let ok = self
                 .0
-                .insert_sync(op.range.end, (op.range.start, op.value))
+                .insert_sync(op.range.start, (op.range.end, op.value))
                 .is_ok();
             debug_assert!(ok);
         }

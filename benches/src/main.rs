@@ -77,6 +77,14 @@ struct Opts {
     reps: usize,
     wait_load: Option<f64>,
     wait_max_mins: f64,
+    /// Child mode (hidden): print results as `@@` lines for the parent.
+    emit: bool,
+    /// Run everything in this process instead of one child process per structure.
+    in_process: bool,
+    /// Child mode: only the structure with exactly this name.
+    exact: Option<String>,
+    /// Child mode: only this N.
+    n: Option<usize>,
 }
 
 impl Opts {
@@ -91,6 +99,10 @@ impl Opts {
             reps: 0,
             wait_load: None,
             wait_max_mins: 40.0,
+            emit: false,
+            in_process: false,
+            exact: None,
+            n: None,
         };
         let mut args = std::env::args().skip(1);
         while let Some(a) = args.next() {
@@ -109,6 +121,10 @@ impl Opts {
                 "--filter" => o.filter = Some(val("--filter")),
                 "--out" => o.out = Some(val("--out")),
                 "--no-write" => o.no_write = true,
+                "--in-process" => o.in_process = true,
+                "--emit" => o.emit = true,
+                "--exact" => o.exact = Some(val("--exact")),
+                "--n" => o.n = Some(val("--n").parse().unwrap_or_else(|_| usage("--n"))),
                 "--secs" => o.secs = val("--secs").parse().unwrap_or_else(|_| usage("--secs")),
                 "--reps" => o.reps = val("--reps").parse().unwrap_or_else(|_| usage("--reps")),
                 "--wait-load" => {
@@ -144,10 +160,17 @@ impl Opts {
     }
 
     fn structure(&self, name: &str) -> bool {
+        if let Some(e) = &self.exact {
+            return e == name;
+        }
         match &self.filter {
             None => true,
             Some(f) => name.to_ascii_lowercase().contains(&f.to_ascii_lowercase()),
         }
+    }
+
+    fn size(&self, n: usize) -> bool {
+        self.n.is_none_or(|m| m == n)
     }
 
     fn partial(&self) -> bool {
@@ -161,6 +184,9 @@ const HELP: &str = "compare: rcu_rangemap against its peers (see benches/src/mai
   --filter NAME       only structures whose name contains NAME
   --out PATH          where to write the report
   --no-write          print only
+  --n N               only this N (1000, 10000 or 100000)
+  --in-process        run all in this process (default: one child process per structure
+                      and size, so each starts from a fresh heap)
   --secs S            seconds per sample (default 0.4, quick 0.05)
   --reps R            samples per figure (default 5, quick 3)
   --wait-load L       wait until the 1-minute load average is below L
@@ -222,6 +248,9 @@ impl Bench {
     }
 
     fn put(&mut self, key: String, s: Stat) {
+        if self.opts.emit {
+            println!("@@\t{key}\t{}\t{}\t{}", s.med, s.min, s.max);
+        }
         println!(
             "  {key:<70} {:>12} ({} – {})",
             fmt_num(s.med),
@@ -229,6 +258,20 @@ impl Bench {
             fmt_num(s.max)
         );
         self.results.insert(key, s);
+    }
+
+    fn note(&mut self, key: String, v: String) {
+        if self.opts.emit {
+            println!("@@note\t{key}\t{v}");
+        }
+        self.notes.insert(key, v);
+    }
+
+    fn fact(&mut self, key: String, v: String) {
+        if self.opts.emit {
+            println!("@@fact\t{key}\t{v}");
+        }
+        self.facts.insert(key, v);
     }
 
     fn get(&self, key: &str) -> Option<Stat> {
@@ -478,6 +521,7 @@ fn lookups_and_churn(b: &mut Bench) {
     let mut sizes: Vec<usize> = SIZES_W1.into_iter().chain(SIZES_W3).collect();
     sizes.sort();
     sizes.dedup();
+    sizes.retain(|&n| b.opts.size(n));
     for n in sizes {
         let at = At {
             n,
@@ -530,7 +574,7 @@ fn w4_one<A: Allocator>(b: &mut Bench, n: usize) {
     let mut st = AllocChurn::new(taken, 0x4444);
     let [s] = b.repeat(|d| [alloc_churn(&mut a, &mut st, d)]);
     let key = format!("W4|{}|{}", nlabel(n), A::NAME);
-    b.notes.insert(
+    b.note(
         key.clone(),
         format!("setup {:.0} ms", build.as_secs_f64() * 1e3),
     );
@@ -539,7 +583,8 @@ fn w4_one<A: Allocator>(b: &mut Bench, n: usize) {
 
 fn w4(b: &mut Bench) {
     println!("W4: allocator churn (steps/s; a step = free a random allocation + allocate 1–16 pages first fit)");
-    for n in SIZES_W4 {
+    let sizes: Vec<usize> = SIZES_W4.into_iter().filter(|&n| b.opts.size(n)).collect();
+    for n in sizes {
         w4_one::<OursAlloc>(b, n);
         w4_one::<OursAddressAllocator>(b, n);
         w4_one::<VmAlloc>(b, n);
@@ -596,7 +641,7 @@ fn mem_one<S: Structure>(b: &mut Bench, ranges: &[std::ops::Range<u64>]) {
             .map(|(c, sz)| format!("{c} × {sz} B"))
             .collect::<Vec<_>>()
             .join(", ");
-        b.facts.insert("mem: our allocations by size".into(), text);
+        b.fact("mem: our allocations by size".into(), text);
     }
     drop(s);
     let mut shuffled = ranges.to_vec();
@@ -647,11 +692,11 @@ fn mem(b: &mut Bench) {
     }
     let state = std::mem::size_of::<AtomicU32>() + std::mem::size_of::<AtomicU64>();
     let aligned = std::mem::size_of::<(AtomicU32, AtomicU64)>();
-    b.facts.insert(
+    b.fact(
         "mem: lock state per entry".into(),
         format!("{state} bytes of state (AtomicU32 count + AtomicU64 lock_seq), {aligned} with alignment"),
     );
-    b.results.insert(
+    b.put(
         "mem|lock state|rcu_rangemap".into(),
         Stat {
             med: state as f64,
@@ -1132,6 +1177,24 @@ fn sh(cmd: &str, args: &[&str]) -> String {
         .unwrap_or_else(|| "unknown".into())
 }
 
+/// The commit the crate was built from, and whether `src/` had uncommitted changes (the
+/// binary measures the working tree it was built from).
+fn source_state() -> String {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("benches/ has a parent")
+        .display()
+        .to_string();
+    let head = sh("git", &["-C", &root, "log", "-1", "--format=%h %s"]);
+    let dirty = sh("git", &["-C", &root, "status", "--porcelain", "--", "src"]);
+    let n = dirty.lines().filter(|l| !l.trim().is_empty()).count();
+    if n == 0 {
+        format!("commit {head}")
+    } else {
+        format!("commit {head}, plus uncommitted changes to {n} file(s) under src/ at run time")
+    }
+}
+
 fn loadavg() -> String {
     std::fs::read_to_string("/proc/loadavg")
         .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
@@ -1216,6 +1279,7 @@ fn report(b: &Bench, info: &RunInfo) -> String {
         b.opts.reps,
         b.dur.as_secs_f64()
     );
+    let _ = writeln!(s, "| source measured | {} |", source_state());
     let _ = writeln!(s, "| compiler | {} |", env!("BENCH_RUSTC_VERSION"));
     let _ = writeln!(s, "| profile | release (opt-level 3, debug = 1, no LTO) |");
     let _ = writeln!(s, "\nCrate versions (from `Cargo.lock`):\n");
@@ -1421,6 +1485,102 @@ fn report(b: &Bench, info: &RunInfo) -> String {
     s
 }
 
+/// Run every (section, structure, size) in a child process of its own (this binary with
+/// `--emit`), so that each starts from a fresh heap: a structure built after another's
+/// churn would otherwise inherit a fragmented heap, which at N = 100k changes lookup
+/// times several-fold (TLB and cache footprint), and the order of the runs would decide.
+fn children(b: &mut Bench) {
+    let exe = std::env::current_exe().expect("own path");
+    let mut jobs: Vec<Vec<String>> = Vec::new();
+    let secs = format!("{}", b.opts.secs);
+    let reps = format!("{}", b.opts.reps);
+    if b.opts.section("atomics") {
+        jobs.push(vec!["--only".into(), "atomics".into()]);
+    }
+    let lookups: Vec<&str> = ["W1", "W2", "W3"]
+        .into_iter()
+        .filter(|w| b.opts.section(w))
+        .collect();
+    if !lookups.is_empty() {
+        let mut sizes: Vec<usize> = SIZES_W1.into_iter().chain(SIZES_W3).collect();
+        sizes.sort();
+        sizes.dedup();
+        sizes.retain(|&n| b.opts.size(n));
+        for n in sizes {
+            for name in STRUCTS.into_iter().filter(|s| b.opts.structure(s)) {
+                jobs.push(vec![
+                    "--only".into(),
+                    lookups.join(","),
+                    "--n".into(),
+                    n.to_string(),
+                    "--exact".into(),
+                    name.into(),
+                ]);
+            }
+        }
+    }
+    if b.opts.section("W4") {
+        for n in SIZES_W4.into_iter().filter(|&n| b.opts.size(n)) {
+            for name in ALLOCS.into_iter().filter(|s| b.opts.structure(s)) {
+                jobs.push(vec![
+                    "--only".into(),
+                    "W4".into(),
+                    "--n".into(),
+                    n.to_string(),
+                    "--exact".into(),
+                    name.into(),
+                ]);
+            }
+        }
+    }
+    if b.opts.section("mem") {
+        for name in STRUCTS.into_iter().filter(|s| b.opts.structure(s)) {
+            jobs.push(vec![
+                "--only".into(),
+                "mem".into(),
+                "--exact".into(),
+                name.into(),
+            ]);
+        }
+    }
+    for job in jobs {
+        let mut cmd = std::process::Command::new(&exe);
+        cmd.args(&job)
+            .args(["--emit", "--no-write", "--secs", &secs, "--reps", &reps])
+            .stdout(std::process::Stdio::piped());
+        let mut child = cmd.spawn().expect("start a child run");
+        let out = child.stdout.take().unwrap();
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(out).lines() {
+            let line = line.expect("child output");
+            let f: Vec<&str> = line.split('\t').collect();
+            match f.as_slice() {
+                ["@@", key, med, min, max] => {
+                    let p = |x: &str| x.parse::<f64>().expect("a number");
+                    b.results.insert(
+                        key.to_string(),
+                        Stat {
+                            med: p(med),
+                            min: p(min),
+                            max: p(max),
+                        },
+                    );
+                }
+                ["@@note", key, v] => {
+                    b.notes.insert(key.to_string(), v.to_string());
+                }
+                ["@@fact", key, v] => {
+                    b.facts.insert(key.to_string(), v.to_string());
+                }
+                _ if line.starts_with("  ") => println!("{line}"),
+                _ => {}
+            }
+        }
+        let status = child.wait().expect("child run");
+        assert!(status.success(), "child run {job:?} failed: {status}");
+    }
+}
+
 fn main() {
     let opts = Opts::parse();
     let t_start = Instant::now();
@@ -1457,15 +1617,22 @@ fn main() {
         notes: BTreeMap::new(),
         facts: BTreeMap::new(),
     };
-    if b.opts.section("atomics") {
-        atomics(&mut b);
+    if b.opts.emit || b.opts.in_process {
+        if b.opts.section("atomics") {
+            atomics(&mut b);
+        }
+        lookups_and_churn(&mut b);
+        if b.opts.section("W4") {
+            w4(&mut b);
+        }
+        if b.opts.section("mem") {
+            mem(&mut b);
+        }
+    } else {
+        children(&mut b);
     }
-    lookups_and_churn(&mut b);
-    if b.opts.section("W4") {
-        w4(&mut b);
-    }
-    if b.opts.section("mem") {
-        mem(&mut b);
+    if b.opts.emit {
+        return;
     }
     let info = RunInfo {
         command,

@@ -1,0 +1,137 @@
+//! Fixed-count drivers for profilers: the same structures and inputs as the comparison
+//! runner, but a given number of operations and no timing, so that `perf record -e
+//! cpu-clock` profiles and `valgrind --tool=callgrind` counts are per operation.
+//!
+//! ```text
+//! profile get   STRUCT N COUNT          COUNT lookups (W1, one thread)
+//! profile churn STRUCT N PER COUNT      COUNT churn ops in sessions of PER ops (W3)
+//! profile alloc ALLOC  N COUNT          COUNT allocator steps (W4)
+//! profile empty-session COUNT           COUNT empty writer sessions of rcu_rangemap
+//!   STRUCT: ours floor stdrw plrw swap scc skip rangemap concread
+//!   ALLOC:  ours crate vm
+//! ```
+//!
+//! Each measured loop is a separate non-inlined function named `measured_*`, so callgrind
+//! can count only it: `valgrind --tool=callgrind --toggle-collect='*measured_*' ...`; divide
+//! the instruction count by COUNT.
+
+use std::hint::black_box;
+
+use rcu_rangemap_bench::*;
+
+#[inline(never)]
+fn measured_get<S: Structure>(s: &S, addrs: &[u64], count: usize) -> u64 {
+    let mut acc = 0u64;
+    for i in 0..count {
+        acc = acc.wrapping_add(s.lookup(addrs[i & (addrs.len() - 1)]));
+    }
+    acc
+}
+
+#[inline(never)]
+fn measured_churn<S: Structure>(s: &mut S, ops: &[Op], per: usize, count: usize) {
+    let mut i = 0;
+    let mut done = 0;
+    while done < count {
+        if i + per > ops.len() {
+            i = 0;
+        }
+        s.churn_mut(&ops[i..i + per]);
+        i += per;
+        done += per;
+    }
+}
+
+#[inline(never)]
+fn measured_alloc<A: Allocator>(a: &mut A, st: &mut AllocChurn, count: usize) {
+    for _ in 0..count {
+        black_box(st.step(a));
+    }
+}
+
+#[inline(never)]
+fn measured_empty_session(m: &rcu_rangemap::RangeMap<u64, u64>, count: usize) {
+    for _ in 0..count {
+        m.write().commit();
+    }
+}
+
+fn get<S: Structure>(n: usize, count: usize) {
+    let ranges = layout(n, 1);
+    let s = S::build(&ranges);
+    let addrs = hit_addresses(&ranges, 1 << 16, 0xadd0 + n as u64);
+    black_box(measured_get(&s, &addrs, count));
+}
+
+fn churn<S: Structure>(n: usize, per: usize, count: usize) {
+    let ranges = layout(n, 1);
+    let mut s = S::build(&ranges);
+    let ops = churn_ops(&ranges, 1 << 14, 0xbeef + n as u64);
+    measured_churn(&mut s, &ops, per, count);
+}
+
+fn alloc<A: Allocator>(n: usize, count: usize) {
+    let (space, taken) = alloc_setup(n, 4);
+    let mut a = A::build(space, &taken);
+    let mut st = AllocChurn::new(taken, 0x4444);
+    measured_alloc(&mut a, &mut st, count);
+}
+
+macro_rules! by_name {
+    ($name:expr, $f:ident ( $($arg:expr),* )) => {
+        match $name {
+            "ours" => $f::<Ours>($($arg),*),
+            "floor" => $f::<Floor>($($arg),*),
+            "stdrw" => $f::<StdRw>($($arg),*),
+            "plrw" => $f::<PlRw>($($arg),*),
+            "swap" => $f::<Swap>($($arg),*),
+            "scc" => $f::<Scc>($($arg),*),
+            "skip" => $f::<Skip>($($arg),*),
+            "rangemap" => $f::<RangeMapRw>($($arg),*),
+            "concread" => $f::<Concread>($($arg),*),
+            other => usage(&format!("unknown structure {other}")),
+        }
+    };
+}
+
+fn usage(msg: &str) -> ! {
+    eprintln!(
+        "profile: {msg}\nusage: profile get STRUCT N COUNT | churn STRUCT N PER COUNT | \
+         alloc ALLOC N COUNT | empty-session COUNT\n  STRUCT: ours floor stdrw plrw swap \
+         scc skip rangemap concread; ALLOC: ours crate vm"
+    );
+    std::process::exit(2)
+}
+
+fn num(a: Option<&String>) -> usize {
+    a.and_then(|s| s.replace('_', "").parse().ok())
+        .unwrap_or_else(|| usage("missing or bad number"))
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args.first().map(String::as_str) {
+        Some("get") => by_name!(args[1].as_str(), get(num(args.get(2)), num(args.get(3)))),
+        Some("churn") => by_name!(
+            args[1].as_str(),
+            churn(num(args.get(2)), num(args.get(3)), num(args.get(4)))
+        ),
+        Some("alloc") => {
+            let (n, count) = (num(args.get(2)), num(args.get(3)));
+            match args.get(1).map(String::as_str) {
+                Some("ours") => alloc::<OursAlloc>(n, count),
+                Some("crate") => alloc::<OursAddressAllocator>(n, count),
+                Some("vm") => alloc::<VmAlloc>(n, count),
+                _ => usage("unknown allocator"),
+            }
+        }
+        Some("empty-session") => {
+            let m = rcu_rangemap::RangeMap::new();
+            measured_empty_session(&m, num(args.get(1)));
+        }
+        Some("-h" | "--help") => {
+            println!("see the module docs: benches/src/bin/profile.rs");
+        }
+        _ => usage("unknown workload"),
+    }
+}
