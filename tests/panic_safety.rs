@@ -33,13 +33,20 @@ struct DropTable {
     per: Box<[AtomicU8]>,
 }
 
+static TABLES: std::sync::Mutex<Vec<&'static DropTable>> = std::sync::Mutex::new(Vec::new());
+
 impl DropTable {
+    /// A table for one test, kept for the rest of the process: values hold a plain
+    /// `&'static` to it, so a double drop cannot corrupt a reference count. Registered in
+    /// `TABLES` so Miri's leak check sees it as reachable.
     fn leak() -> &'static DropTable {
-        Box::leak(Box::new(DropTable {
+        let t: &'static DropTable = Box::leak(Box::new(DropTable {
             created: AtomicUsize::new(0),
             dropped: AtomicUsize::new(0),
             per: (0..4096).map(|_| AtomicU8::new(0)).collect(),
-        }))
+        }));
+        TABLES.lock().unwrap_or_else(|e| e.into_inner()).push(t);
+        t
     }
     fn live(&self) -> usize {
         self.created.load(SeqCst) - self.dropped.load(SeqCst)

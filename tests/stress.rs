@@ -10,7 +10,8 @@
 //!   vacant (crossbeam-skiplist #1023 class), by `get`, `try_get`, `gaps`, `find_gap`
 //!   or a walk with `overlapping`.
 //! - `drop_counting`: every value created is dropped exactly once, with readers holding
-//!   guards across sessions and the map dropped while epoch garbage is pending.
+//!   guards across sessions and the map dropped while epoch garbage is pending; and
+//!   never in a reader thread (that is, never in a reclamation callback).
 //! - `removed_never_readable`: once a reader knows a session committed, it never again
 //!   reads a value that session removed.
 //! - `liveness`: readers of an entry that back-to-back sessions keep locking still get
@@ -371,21 +372,42 @@ fn no_spurious_vacancy() {
 struct DropTable {
     created: AtomicUsize,
     dropped: AtomicUsize,
+    /// Drops that ran in a reader thread. Readers never own a value (guards borrow), so
+    /// such a drop can only come from a reclamation callback run by the reader's epoch
+    /// pin/unpin — which the contract forbids.
+    in_reader: AtomicUsize,
     per: Box<[AtomicU8]>,
 }
 
+thread_local! {
+    static IS_READER: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+static TABLES: std::sync::Mutex<Vec<&'static DropTable>> = std::sync::Mutex::new(Vec::new());
+
 impl DropTable {
+    /// A table for one test, kept for the rest of the process: values hold a plain
+    /// `&'static` to it, so a double drop cannot corrupt a reference count. Registered in
+    /// `TABLES` so Miri's leak check sees it as reachable.
     fn leak(capacity: usize) -> &'static DropTable {
-        Box::leak(Box::new(DropTable {
+        let t: &'static DropTable = Box::leak(Box::new(DropTable {
             created: AtomicUsize::new(0),
             dropped: AtomicUsize::new(0),
+            in_reader: AtomicUsize::new(0),
             per: (0..capacity).map(|_| AtomicU8::new(0)).collect(),
-        }))
+        }));
+        TABLES.lock().unwrap_or_else(|e| e.into_inner()).push(t);
+        t
     }
     fn full(&self) -> bool {
         self.created.load(Relaxed) + 64 >= self.per.len()
     }
     fn check(&self) {
+        assert_eq!(
+            self.in_reader.load(SeqCst),
+            0,
+            "values dropped in a reader thread (a reclamation callback?)"
+        );
         let created = self.created.load(SeqCst);
         let dropped = self.dropped.load(SeqCst);
         let mut twice = Vec::new();
@@ -447,6 +469,9 @@ impl Drop for Tracked {
     fn drop(&mut self) {
         self.table.per[self.serial].fetch_add(1, SeqCst);
         self.table.dropped.fetch_add(1, SeqCst);
+        if IS_READER.with(|r| r.get()) {
+            self.table.in_reader.fetch_add(1, SeqCst);
+        }
     }
 }
 
@@ -470,6 +495,7 @@ fn drop_counting() {
                 let (map, stop, held) = (&map, &stop, &held);
                 s.spawn(move || {
                     barrier.wait();
+                    IS_READER.with(|r| r.set(true));
                     let mut rng = Rng(round * 100 + t as u64);
                     // Guards kept across sessions; only `try_get` while any is held.
                     let mut guards = Vec::new();
