@@ -273,7 +273,11 @@ impl<K: Key, V> RangeMap<K, V> {
     /// `get`). Each step re-descends from the current root under a fresh pin, so a
     /// long-lived iterator holds back no reclamation, and if a commit removed the next entry
     /// meanwhile the walk continues in the newer version after the last key yielded.
-    /// O(log n) per step. An empty or reversed `range` yields nothing.
+    /// So, from the front, each entry yielded ends after the previous one ended (from the
+    /// back, starts before the previous one started), none is yielded twice and no key that
+    /// stayed covered is skipped; but if a commit reshaped the ranges between two steps, an
+    /// entry of the newer version may start before the previous one ended. O(log n) per
+    /// step. An empty or reversed `range` yields nothing.
     ///
     /// ```
     /// use rcu_rangemap::RangeMap;
