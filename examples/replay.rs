@@ -15,7 +15,8 @@
 //! protection and the offset into the mapped object (every `mmap`/`brk` growth maps its own
 //! object from offset 0, so each mapping is file-like and the offset must move with every
 //! split — the maps are edited with `insert_with`/`remove_with` and a split closure).
-//! `fork` starts a new map holding a copy of the parent's mappings, `exec` an empty one.
+//! `fork` starts a new map holding a copy of the parent's mappings (`RangeMap::clone`,
+//! resp. `BTreeMap::clone`), `exec` an empty one.
 //! `mmap` is an overwriting insert, `munmap` a remove, `mprotect` removes the mapped parts
 //! of its range and re-inserts them relabelled (unmapped parts stay unmapped), `mremap`
 //! takes the old range's pieces out and inserts them shifted to the new address (shrink
@@ -359,10 +360,9 @@ fn throughput(plan: &Plan, args: &Args) -> ExitCode {
     let s = &rcu.stats;
     let lookups = s.success + s.miss + s.abort;
     println!(
-        "{} lock stats ({lookups} lookups: faults, plus the steps of the fork copies' \
-         iteration): fast path {:.3}% ({} hits + {} misses); fallbacks to the map-wide lock: {} \
-         (entry locked by a session, or reader limit), {} granted on the slow path; fast-path \
-         restarts (entry detached / range moved): {}",
+        "{} lock stats ({lookups} lookups): fast path {:.3}% ({} hits + {} misses); fallbacks \
+         to the map-wide lock: {} (entry locked by a session, or reader limit), {} granted on \
+         the slow path; fast-path restarts (entry detached / range moved): {}",
         Rcu::NAME,
         100.0 * (s.success + s.miss) as f64 / lookups.max(1) as f64,
         s.success,

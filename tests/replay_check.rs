@@ -74,6 +74,28 @@ fn hit(r: Range<u64>, prot: &str, object: u32, offset: u64) -> Answer {
     Some((r, m(prot, object, offset)))
 }
 
+/// Every space's final contents, by the sequential reference (all steps in trace order).
+fn final_contents(plan: &Plan) -> Vec<Vec<(Range<u64>, Mapping)>> {
+    let mut refs = vec![trace::RefSpace::default(); plan.spaces];
+    for step in &plan.steps {
+        trace::apply_ref(&mut refs, step);
+    }
+    refs.iter().map(|r| r.contents()).collect()
+}
+
+/// After a concurrent replay, every `rcu_rangemap` space was created (by its Create or
+/// Fork: forks are `RangeMap::clone`s) and holds the reference's final contents.
+fn assert_final_rcu(plan: &Plan, spaces: &[trace::Space]) {
+    let want = final_contents(plan);
+    assert_eq!(spaces.len(), want.len());
+    for (i, (s, want)) in spaces.iter().zip(&want).enumerate() {
+        let map = s.get().unwrap_or_else(|| panic!("space {i} never created"));
+        let got: Vec<_> = map.iter().map(|g| (g.range(), *g)).collect();
+        assert_eq!(&got, want, "space {i}");
+        assert_eq!(map.len(), want.len(), "space {i}");
+    }
+}
+
 #[test]
 fn snippet_answers_are_the_hand_worked_ones() {
     let plan = Plan::build(&parse(SNIPPET).unwrap()).unwrap();
@@ -127,8 +149,9 @@ fn snippet_answers_are_the_hand_worked_ones() {
     for window in [0, 1, 3] {
         for readers in [1, 2] {
             let work = bench::split_work(&plan, readers);
-            let r = bench::run::<bench::Rcu>(&plan, &work, window).0;
+            let (r, spaces) = bench::run::<bench::Rcu>(&plan, &work, window);
             assert!(r.ok(), "{:?}", r.errors);
+            assert_final_rcu(&plan, &spaces);
             assert_eq!(r.exact + r.stale, want.len() as u64);
             if window == 0 {
                 assert_eq!(r.exact, want.len() as u64);
@@ -219,8 +242,13 @@ fn bundled_trace_replays_concurrently_on_both_maps() {
         work.iter().map(|w| w.faults.len()).sum::<usize>(),
         plan.faults.len()
     );
-    let rcu = bench::run::<bench::Rcu>(&plan, &work, 2).0;
-    let locked = bench::run::<bench::Locked>(&plan, &work, 2).0;
+    let (rcu, spaces) = bench::run::<bench::Rcu>(&plan, &work, 2);
+    assert_final_rcu(&plan, &spaces);
+    let (locked, spaces) = bench::run::<bench::Locked>(&plan, &work, 2);
+    let want = final_contents(&plan);
+    for (i, (s, want)) in spaces.iter().zip(&want).enumerate() {
+        assert_eq!(&s.read().unwrap().contents(), want, "space {i}");
+    }
     for r in [&rcu, &locked] {
         assert!(r.ok(), "{:?} {:?}", r.errors, r.writer_error);
         assert_eq!(r.lookups, 48068);

@@ -7,10 +7,10 @@
 
 use std::ops::Range;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Barrier, Mutex, RwLock};
+use std::sync::{Barrier, Mutex, OnceLock, RwLock};
 use std::time::{Duration, Instant};
 
-use rcu_rangemap::{RangeMap, Stats};
+use rcu_rangemap::Stats;
 
 use crate::trace::{
     apply_ref_one, apply_session_map, Action, Mapping, Plan, RefSpace, Session, Space, Step,
@@ -35,7 +35,9 @@ pub trait Backend {
     }
 }
 
-/// `rcu_rangemap::RangeMap`: lookups are `get` (lock-free fast path).
+/// `rcu_rangemap::RangeMap`: lookups are `get` (lock-free fast path). A space's map is
+/// created by its Create/Fork step (`RangeMap::new`, or `RangeMap::clone` of the parent),
+/// so spaces start unset.
 pub struct Rcu;
 
 impl Backend for Rcu {
@@ -43,7 +45,7 @@ impl Backend for Rcu {
     type Space = Space;
 
     fn new_space() -> Space {
-        RangeMap::new()
+        OnceLock::new()
     }
 
     fn apply_session(
@@ -54,14 +56,16 @@ impl Backend for Rcu {
         apply_session_map(spaces, steps, session)
     }
 
+    /// A space not created yet answers a miss (the epoch scheme never looks one up: a
+    /// fault's space is created in its epoch's batch or before).
     #[inline]
     fn lookup(space: &Space, addr: u64) -> Option<(Range<u64>, Mapping)> {
-        space.get(addr).map(|g| (g.range(), *g))
+        space.get()?.get(addr).map(|g| (g.range(), *g))
     }
 
     fn stats(spaces: &[Space]) -> Option<Stats> {
         let mut t = Stats::default();
-        for s in spaces {
+        for s in spaces.iter().filter_map(OnceLock::get) {
             add_stats(&mut t, &s.stats());
         }
         Some(t)

@@ -11,6 +11,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::ops::Range;
+use std::sync::OnceLock;
 
 use rcu_rangemap::{RangeMap, TryGetError, Writer};
 
@@ -747,8 +748,14 @@ pub fn apply_ref_one(sp: &mut RefSpace, action: &Action) {
 // The same actions on rcu_rangemap
 // -------------------------------------------------------------------------------------
 
-/// A process address space in the map under test.
-pub type Space = RangeMap<u64, Mapping>;
+/// The map under test.
+pub type Map = RangeMap<u64, Mapping>;
+
+/// A process address space in the map under test. Each space index is created exactly
+/// once, by its Create or Fork step — the first step of the space's first session — so
+/// the map is set then: [`RangeMap::new`] for a Create (or a fork of an unknown parent),
+/// [`RangeMap::clone`] of the parent's published map for a Fork (see [`open_session`]).
+pub type Space = OnceLock<Map>;
 
 /// Applies a space-local action (not Create/Fork) inside a writer session.
 pub fn apply_map(w: &mut Writer<'_, u64, Mapping>, action: &Action) -> Result<(), String> {
@@ -771,43 +778,73 @@ pub fn apply_map(w: &mut Writer<'_, u64, Mapping>, action: &Action) -> Result<()
                 drop(w.insert_with(r, v, split));
             }
         }
-        Action::Create | Action::Fork { .. } => unreachable!("not space-local"),
+        Action::Create | Action::Fork { .. } => {
+            return Err(format!(
+                "{action:?} in the middle of a session (a space is created only by the first \
+                 step of its first session)"
+            ))
+        }
     }
     Ok(())
 }
 
-/// Applies one step inside a writer session `w` on `maps[step.space]`. Spaces are fresh
-/// and empty when their Create/Fork comes; a fork copies the parent's published
-/// mappings (the parent's sessions of this batch are committed by then).
-pub fn apply_step_map(
-    maps: &[Space],
-    w: &mut Writer<'_, u64, Mapping>,
-    step: &Step,
-) -> Result<(), String> {
-    match &step.action {
-        Action::Create => Ok(()),
-        Action::Fork { parent } => {
-            if let Some(p) = parent {
-                for g in maps[*p as usize].iter() {
-                    w.try_insert(g.range(), *g)
-                        .map_err(|e| format!("fork: copying failed: {e}"))?;
-                }
+/// Prepares one session of the plan: if its first step is the Create or Fork of its
+/// space, creates the space's map — empty, or a clone of the parent's published map (the
+/// parent's sessions of this batch are committed by then, and no session is open on it:
+/// one thread applies all sessions) — and returns the space's map with the steps left
+/// for the writer session. A space created twice, used before its creation, or forked
+/// from a parent not created yet is an error, with the step's line.
+pub fn open_session<'a>(
+    maps: &'a [Space],
+    steps: &'a [Step],
+    session: &Session,
+) -> Result<(&'a Map, &'a [Step]), (u32, String)> {
+    let steps = &steps[session.steps.clone()];
+    let slot = &maps[session.space as usize];
+    let Some((first, rest)) = steps.split_first() else {
+        return Err((0, format!("empty session on space {}", session.space)));
+    };
+    let created = match &first.action {
+        Action::Create | Action::Fork { parent: None } => RangeMap::new(),
+        Action::Fork { parent: Some(p) } => match maps[*p as usize].get() {
+            Some(parent) => parent.clone(),
+            None => {
+                return Err((
+                    first.line,
+                    format!("fork from space {p}, which is not created yet"),
+                ))
             }
-            Ok(())
+        },
+        _ => {
+            return match slot.get() {
+                Some(map) => Ok((map, steps)),
+                None => Err((
+                    first.line,
+                    format!("space {} used before its creation", session.space),
+                )),
+            }
         }
-        action => apply_map(w, action),
+    };
+    if slot.set(created).is_err() {
+        return Err((first.line, format!("space {} created twice", session.space)));
     }
+    Ok((slot.get().expect("just set"), rest))
 }
 
-/// Applies one session of a batch: one writer session on one map.
+/// Applies one session of a batch: the space's creation if the session starts with it,
+/// then one writer session on its map for the other steps (none if there are none).
 pub fn apply_session_map(
     maps: &[Space],
     steps: &[Step],
     session: &Session,
 ) -> Result<(), (u32, String)> {
-    let mut w = maps[session.space as usize].write();
-    for step in &steps[session.steps.clone()] {
-        apply_step_map(maps, &mut w, step).map_err(|m| (step.line, m))?;
+    let (map, steps) = open_session(maps, steps, session)?;
+    if steps.is_empty() {
+        return Ok(());
+    }
+    let mut w = map.write();
+    for step in steps {
+        apply_map(&mut w, &step.action).map_err(|m| (step.line, m))?;
     }
     w.commit();
     Ok(())
@@ -844,13 +881,15 @@ fn fail<T>(line: u32, msg: String) -> Result<T, CheckFailure> {
     Err(CheckFailure { line, msg })
 }
 
-/// Replays `plan` sequentially on `rcu_rangemap` (one writer session per session of
-/// the plan, the same code the throughput replay runs) and on the reference model, and
-/// compares: every fault's `get` and `try_get` answer (range and value), each session's
-/// view length after every event, and the whole map contents after every session.
+/// Replays `plan` sequentially on `rcu_rangemap` (per session of the plan: the space's
+/// creation by [`open_session`] if the session starts with it, then one writer session —
+/// the same code the throughput replay runs) and on the reference model, and compares:
+/// every fault's `get` and `try_get` answer (range and value), the length after every
+/// event (the new map's after a Create/Fork, the session's view after the other steps),
+/// and the whole map contents after every session.
 /// `progress(line)` is called now and then.
 pub fn check(plan: &Plan, mut progress: impl FnMut(u32)) -> Result<CheckReport, CheckFailure> {
-    let maps: Vec<Space> = (0..plan.spaces).map(|_| RangeMap::new()).collect();
+    let maps: Vec<Space> = (0..plan.spaces).map(|_| OnceLock::new()).collect();
     let mut refs: Vec<RefSpace> = vec![RefSpace::default(); plan.spaces];
     let mut report = CheckReport {
         events: plan.events,
@@ -859,24 +898,34 @@ pub fn check(plan: &Plan, mut progress: impl FnMut(u32)) -> Result<CheckReport, 
     let mut next_fault = 0;
     for (epoch, batch) in plan.batches.iter().enumerate() {
         for session in &batch.sessions {
-            let map = &maps[session.space as usize];
+            let all = &plan.steps[session.steps.clone()];
+            let (map, rest) = match open_session(&maps, &plan.steps, session) {
+                Ok(x) => x,
+                Err((line, m)) => return fail(line, m),
+            };
+            let want_len = |refs: &[RefSpace], got: usize, step: &Step| {
+                let want = refs[session.space as usize].len();
+                if got == want {
+                    Ok(())
+                } else {
+                    fail(
+                        step.line,
+                        format!("after {:?}: {got} mappings, reference {want}", step.action),
+                    )
+                }
+            };
+            // The creating step, if any: compare the fresh (or cloned) map's length.
+            for step in &all[..all.len() - rest.len()] {
+                apply_ref(&mut refs, step);
+                want_len(&refs, map.len(), step)?;
+            }
             let mut w = map.write();
-            for step in &plan.steps[session.steps.clone()] {
-                if let Err(m) = apply_step_map(&maps, &mut w, step) {
+            for step in rest {
+                if let Err(m) = apply_map(&mut w, &step.action) {
                     return fail(step.line, m);
                 }
                 apply_ref(&mut refs, step);
-                let want = refs[session.space as usize].len();
-                if w.len() != want {
-                    return fail(
-                        step.line,
-                        format!(
-                            "after {:?}: writer view holds {} mappings, reference {want}",
-                            step.action,
-                            w.len()
-                        ),
-                    );
-                }
+                want_len(&refs, w.len(), step)?;
             }
             w.commit();
             report.sessions += 1;
@@ -898,7 +947,12 @@ pub fn check(plan: &Plan, mut progress: impl FnMut(u32)) -> Result<CheckReport, 
             let f = &plan.faults[next_fault];
             next_fault += 1;
             let want = refs[f.space as usize].lookup(f.addr).map(|(r, v)| (r, *v));
-            let map = &maps[f.space as usize];
+            let Some(map) = maps[f.space as usize].get() else {
+                return fail(
+                    f.line,
+                    format!("fault on space {}, not created yet", f.space),
+                );
+            };
             let got = map.get(f.addr).map(|g| (g.range(), *g));
             if got != want {
                 return fail(
