@@ -232,6 +232,7 @@ impl EntryLock {
     ///
     /// On `Ok` the caller holds one count and must give it back with
     /// [`read_unlock`](Self::read_unlock); on `Err` it holds nothing.
+    #[inline]
     pub fn try_read(&self, domain: &LockDomain) -> Result<(), ReadFail> {
         // Early check, Relaxed both: only a hint that saves the RMW while a session holds
         // the entry. A stale answer either way is corrected by the re-check below.
@@ -280,6 +281,7 @@ impl EntryLock {
 
     /// Reader slow path, called with the writers' lock held shared (no session can be
     /// active, so the entry is attached and unlocked). Fails only at the limit.
+    #[inline]
     pub fn read_locked(&self) -> Result<(), ReadFail> {
         // Acquire: pairs with the last writer's Release steps on this entry; the map lock
         // the caller holds orders them too, this keeps the lock correct on its own.
@@ -306,6 +308,7 @@ impl EntryLock {
     ///
     /// After the decrement this touches nothing of the entry — the decrement may be what
     /// lets it be freed — and wakes through `domain`, which the caller keeps alive.
+    #[inline]
     pub fn read_unlock(&self, domain: &LockDomain) {
         sync::inject_delay();
         // Release: pairs with the writer's Acquire wait in `write_lock`/`detach`; our reads
@@ -321,6 +324,7 @@ impl EntryLock {
     }
 
     /// Whether session `s` holds this entry write-locked.
+    #[inline]
     pub fn is_locked_by(&self, s: Session) -> bool {
         // Relaxed: only the active writer (the caller) stores `seq`.
         self.seq.load(Ordering::Relaxed) == s.0

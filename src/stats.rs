@@ -50,6 +50,7 @@ pub(crate) struct Counters {
     shards: Box<[CachePadded<Shard>; SHARDS]>,
 }
 
+#[inline]
 fn shard_index() -> usize {
     static NEXT: AtomicUsize = AtomicUsize::new(0);
     thread_local! {
