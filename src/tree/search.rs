@@ -16,6 +16,18 @@ pub(crate) struct Found<E, K> {
     pub hi: K,
 }
 
+impl<E, K: Key> Found<E, K> {
+    /// Slot `i` of leaf `node`.
+    #[inline]
+    fn at(node: NodeRef<'_, K, E>, i: usize) -> Self {
+        Found {
+            entry: node.entry(i),
+            lo: node.lo(i),
+            hi: node.hi(i),
+        }
+    }
+}
+
 /// The entry whose range holds `key`. O(log n).
 #[inline]
 pub(crate) fn lookup<K: Key, E>(root: NodeRef<'_, K, E>, key: K) -> Option<Found<E, K>> {
@@ -32,11 +44,7 @@ pub(crate) fn lookup<K: Key, E>(root: NodeRef<'_, K, E>, key: K) -> Option<Found
             if key >= node.hi(i) {
                 return None;
             }
-            return Some(Found {
-                entry: node.entry(i),
-                lo: node.lo(i),
-                hi: node.hi(i),
-            });
+            return Some(Found::at(node, i));
         }
         node = node.child(i);
     }
@@ -61,11 +69,7 @@ pub(crate) fn first_overlapping<K: Key, E>(
             return None;
         }
         if node.is_leaf() {
-            return Some(Found {
-                entry: node.entry(i),
-                lo: node.lo(i),
-                hi: node.hi(i),
-            });
+            return Some(Found::at(node, i));
         }
         node = node.child(i);
     }
@@ -90,11 +94,7 @@ pub(crate) fn last_overlapping<K: Key, E>(
             return None;
         }
         if node.is_leaf() {
-            return Some(Found {
-                entry: node.entry(i),
-                lo: node.lo(i),
-                hi: node.hi(i),
-            });
+            return Some(Found::at(node, i));
         }
         node = node.child(i);
     }
@@ -119,11 +119,7 @@ pub(crate) fn for_each_overlapping<K: Key, E>(
             break;
         }
         if node.is_leaf() {
-            f(Found {
-                entry: node.entry(i),
-                lo: node.lo(i),
-                hi: node.hi(i),
-            });
+            f(Found::at(node, i));
         } else {
             for_each_overlapping(node.child(i), from, until, f);
         }
