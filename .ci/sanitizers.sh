@@ -13,9 +13,6 @@
 #   x86_64 its pin uses an atomic RMW instead of a standalone SeqCst fence (which TSan
 #   cannot model), and the first runs here gave no report at all. TSAN_OPTIONS makes the
 #   first report fatal.
-#   Skipped under TSan: `liveness` (tests/stress.rs), a timing test (a reader must make
-#   progress within a fixed time while sessions run back to back); TSan slows threads
-#   5-15x and changes their scheduling, so it measures TSan, not the crate.
 #
 # Both are built with `--cfg crossbeam_sanitize`, crossbeam's own switch for sanitizer
 # runs: tiny garbage bags and eager collection, so retired nodes and entries are really
@@ -93,7 +90,7 @@ for s in $SANITIZERS; do
         RUSTFLAGS="-Zsanitizer=thread --cfg crossbeam_sanitize" \
         TSAN_OPTIONS="halt_on_error=1:second_deadlock_stack=1" \
         CARGO_TARGET_DIR=target/tsan \
-        cargo +nightly test -Zbuild-std --target "$host" --lib --test stress -- --skip liveness
+        cargo +nightly test -Zbuild-std --target "$host" --lib --test stress
       ;;
     *)
       echo "=== unknown sanitizer '$s' (known: address thread)"
