@@ -11,8 +11,9 @@
 # - ThreadSanitizer: `--lib --test stress` with -Zbuild-std (std must be instrumented too,
 #   or its own synchronisation shows up as races). crossbeam-epoch does not drown it: on
 #   x86_64 its pin uses an atomic RMW instead of a standalone SeqCst fence (which TSan
-#   cannot model), and the first runs here gave no report at all. TSAN_OPTIONS makes the
-#   first report fatal.
+#   cannot model), and the runs here gave no report at all — while a mutant whose
+#   `Writer::get_mut` skips the entry's write lock got a data-race report from the stress
+#   tests at once. TSAN_OPTIONS makes the first report fatal.
 #
 # Both are built with `--cfg crossbeam_sanitize`, crossbeam's own switch for sanitizer
 # runs: tiny garbage bags and eager collection, so retired nodes and entries are really
