@@ -15,12 +15,12 @@
 # earlier one failed; the crashing inputs are left in fuzz/artifacts/<target>/ and listed
 # at the end with the command that reproduces each.
 #
-# One build serves every target, with two switches for the concurrent one that cost the
-# others next to nothing: the crate's `delay-injection` feature (random yields/sleeps in
-# the lock and commit paths widen race windows) and `--cfg crossbeam_sanitize`
-# (crossbeam-epoch's switch for sanitizer runs: tiny garbage bags, eager collection, so
-# retired memory is really freed and reused while readers run, where AddressSanitizer
-# can see a use-after-free).
+# Every target is built with `--cfg crossbeam_sanitize` (crossbeam-epoch's switch for
+# sanitizer runs: tiny garbage bags, eager collection, so retired memory is really freed
+# and reused while the map runs, where AddressSanitizer can see a use-after-free). The
+# concurrent target also gets the crate's `delay-injection` feature (random yields/sleeps
+# in the lock and commit paths widen race windows); it runs last, so the rebuild that
+# feature needs happens once.
 #
 # New inputs found during the run go to a scratch corpus (fuzz/corpus-run/, ignored by
 # git) so the committed seeds stay small.
@@ -53,13 +53,19 @@ echo "=== fuzz: $(cargo +nightly fuzz --version), $(rustc +nightly --version)"
 
 cd fuzz
 targets=${FUZZ_TARGETS:-$(cargo +nightly fuzz list)}
+# concurrent last (see above)
+targets="$(echo "$targets" | tr ' ' '\n' | grep -v '^concurrent$' | tr '\n' ' ')$(echo "$targets" | tr ' ' '\n' | grep '^concurrent$')"
 export RUSTFLAGS="${RUSTFLAGS:-} --cfg crossbeam_sanitize"
-features="--features delay-injection"
+features_of() {
+  case $1 in
+    concurrent) echo "--features delay-injection" ;;
+    *) echo "" ;;
+  esac
+}
 
 echo "=== fuzz: building targets: $targets"
 t0=$SECONDS
-# shellcheck disable=SC2086 # $features is two words on purpose
-if ! cargo +nightly fuzz build $features; then
+if ! cargo +nightly fuzz build; then
   echo "=== fuzz: BUILD FAILED"
   exit 1
 fi
@@ -72,8 +78,8 @@ for t in $targets; do
   echo
   echo "=== fuzz: $t for ${FUZZ_SECONDS} s"
   t0=$SECONDS
-  # shellcheck disable=SC2086
-  cargo +nightly fuzz run $features "$t" "corpus-run/$t" "corpus/$t" -- \
+  # shellcheck disable=SC2046 # the feature flags are two words on purpose
+  cargo +nightly fuzz run $(features_of "$t") "$t" "corpus-run/$t" "corpus/$t" -- \
     -max_total_time="$FUZZ_SECONDS" -timeout=30 -rss_limit_mb=3072 -print_final_stats=1 \
     2>&1 | tee "corpus-run/$t.log" |
     grep -E '^#[0-9]+[[:space:]]+(DONE|pulse)|stat::(number_of_executed_units|average_exec_per_sec|peak_rss_mb)|Done [0-9]+ runs'
@@ -92,7 +98,7 @@ if [ ${#failed[@]} -ne 0 ]; then
   echo "=== fuzz: FAILED targets: ${failed[*]}"
   for t in "${failed[@]}"; do
     find "artifacts/$t" -type f -newer "$stamp" 2>/dev/null | while read -r a; do
-      echo "    reproduce: (cd fuzz && RUSTFLAGS='--cfg crossbeam_sanitize' cargo +nightly fuzz run $features $t $a)"
+      echo "    reproduce: (cd fuzz && RUSTFLAGS='--cfg crossbeam_sanitize' cargo +nightly fuzz run $(features_of "$t") $t $a)"
     done
   done
   exit 1

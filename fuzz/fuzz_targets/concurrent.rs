@@ -269,11 +269,12 @@ fn run(input: &Input) {
     let readers = if input.three_readers { 3 } else { 2 };
 
     std::thread::scope(|s| {
+        let mut handles = Vec::with_capacity(readers);
         for script in input.reads.iter().take(readers) {
             let script = &script[..script.len().min(MAX_READS)];
             let (map, versions, committed, done, always) =
                 (&map, &versions, &committed, &done, &always_covered);
-            s.spawn(move || {
+            handles.push(s.spawn(move || {
                 IS_READER.with(|r| r.set(true));
                 let mut rd = Reader {
                     map,
@@ -294,7 +295,7 @@ fn run(input: &Input) {
                         break;
                     }
                 }
-            });
+            }));
         }
         // The writer.
         let mut id = ids_used(&initial);
@@ -307,6 +308,12 @@ fn run(input: &Input) {
             committed.store(i + 1, Ordering::Release);
         }
         done.store(true, Ordering::Release);
+        // Join explicitly: the scope's implicit join returns once the closures are done,
+        // while the threads may still be running their thread-local destructors, whose
+        // memory libFuzzer's per-input leak check would then report.
+        for h in handles {
+            h.join().expect("reader thread panicked");
+        }
     });
 
     // The last version, exactly.
