@@ -85,6 +85,8 @@ struct Opts {
     exact: Option<String>,
     /// Child mode: only this N.
     n: Option<usize>,
+    /// Render the report from saved raw results instead of running.
+    render: Option<String>,
 }
 
 impl Opts {
@@ -103,6 +105,7 @@ impl Opts {
             in_process: false,
             exact: None,
             n: None,
+            render: None,
         };
         let mut args = std::env::args().skip(1);
         while let Some(a) = args.next() {
@@ -122,6 +125,7 @@ impl Opts {
                 "--out" => o.out = Some(val("--out")),
                 "--no-write" => o.no_write = true,
                 "--in-process" => o.in_process = true,
+                "--render" => o.render = Some(val("--render")),
                 "--emit" => o.emit = true,
                 "--exact" => o.exact = Some(val("--exact")),
                 "--n" => o.n = Some(val("--n").parse().unwrap_or_else(|_| usage("--n"))),
@@ -184,6 +188,9 @@ const HELP: &str = "compare: rcu_rangemap against its peers (see benches/src/mai
   --filter NAME       only structures whose name contains NAME
   --out PATH          where to write the report
   --no-write          print only
+  --render FILE       write the report from a run's saved raw results
+                      (target/bench-results/last-full.tsv) and the current
+                      benches/analysis.md, without running anything
   --n N               only this N (1000, 10000 or 100000)
   --in-process        run all in this process (default: one child process per structure
                       and size, so each starts from a fresh heap)
@@ -690,6 +697,9 @@ fn mem(b: &mut Bench) {
         );
         drop(m);
     }
+    if !b.opts.structure(Ours::NAME) {
+        return;
+    }
     let state = std::mem::size_of::<AtomicU32>() + std::mem::size_of::<AtomicU64>();
     let aligned = std::mem::size_of::<(AtomicU32, AtomicU64)>();
     b.fact(
@@ -965,9 +975,25 @@ fn targets(b: &Bench) -> Vec<Target> {
             &format!("W1|100k/1t|{}", Skip::NAME),
         ),
     );
+    // How much a second thread gave the peers in the same run: the machine's share of it.
+    let peer_scaling = STRUCTS
+        .iter()
+        .filter(|p| **p != o && **p != Floor::NAME)
+        .filter_map(|p| {
+            let one = b.get(&format!("W1|1k/1t|{p}"))?;
+            let two = b.get(&format!("W1|1k/2t|{p}"))?;
+            Some((two.med / one.med, *p))
+        })
+        .max_by(|a, c| a.0.partial_cmp(&c.0).unwrap());
+    let scaling_what = match peer_scaling {
+        Some((r, p)) => format!(
+            "W1 N = 1k: ours 2 threads ÷ ours 1 thread (the best peer's in this run: {r:.2}×, {p})"
+        ),
+        None => "W1 N = 1k: ours 2 threads ÷ ours 1 thread".into(),
+    };
     push(
         "W1-scaling-1k",
-        "W1 N = 1k: ours 2 threads ÷ ours 1 thread".into(),
+        scaling_what,
         1.9,
         true,
         ratio(b, &format!("W1|1k/2t|{o}"), &format!("W1|1k/1t|{o}")),
@@ -1111,6 +1137,11 @@ fn met(t: &Target) -> Option<bool> {
 /// `### id` sections of the hand-written analysis, and the text before the first one.
 fn analysis() -> (String, BTreeMap<String, String>) {
     let text = include_str!("../analysis.md");
+    // Drop a leading HTML comment (the file's note to its editors).
+    let text = match (text.trim_start().strip_prefix("<!--"), text.find("-->")) {
+        (Some(_), Some(end)) => &text[end + 3..],
+        _ => text,
+    };
     let mut intro = String::new();
     let mut map = BTreeMap::new();
     let mut cur: Option<String> = None;
@@ -1221,27 +1252,125 @@ fn cpu_model() -> String {
         .unwrap_or_else(|| "unknown".into())
 }
 
+/// Everything about a run the report states, kept with its results (see `save`), so a run
+/// can be rendered again (`--render`) after the hand-written analysis changes.
+#[derive(Default)]
 struct RunInfo {
     command: String,
+    mode: String,
     started: String,
     load_start: String,
     load_end: String,
     waited: String,
-    wall: Duration,
+    wall_secs: f64,
+    reps: usize,
+    secs: f64,
+    cores: String,
+    cpu: String,
+    kernel: String,
+    source: String,
+    rustc: String,
+}
+
+impl RunInfo {
+    fn fields(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("command", self.command.clone()),
+            ("mode", self.mode.clone()),
+            ("started", self.started.clone()),
+            ("load_start", self.load_start.clone()),
+            ("load_end", self.load_end.clone()),
+            ("waited", self.waited.clone()),
+            ("wall_secs", self.wall_secs.to_string()),
+            ("reps", self.reps.to_string()),
+            ("secs", self.secs.to_string()),
+            ("cores", self.cores.clone()),
+            ("cpu", self.cpu.clone()),
+            ("kernel", self.kernel.clone()),
+            ("source", self.source.clone()),
+            ("rustc", self.rustc.clone()),
+        ]
+    }
+
+    fn set(&mut self, k: &str, v: &str) {
+        let v = v.to_string();
+        match k {
+            "command" => self.command = v,
+            "mode" => self.mode = v,
+            "started" => self.started = v,
+            "load_start" => self.load_start = v,
+            "load_end" => self.load_end = v,
+            "waited" => self.waited = v,
+            "wall_secs" => self.wall_secs = v.parse().unwrap_or(0.0),
+            "reps" => self.reps = v.parse().unwrap_or(0),
+            "secs" => self.secs = v.parse().unwrap_or(0.0),
+            "cores" => self.cores = v,
+            "cpu" => self.cpu = v,
+            "kernel" => self.kernel = v,
+            "source" => self.source = v,
+            "rustc" => self.rustc = v,
+            _ => {}
+        }
+    }
+}
+
+/// Write a run's facts and raw results, one tab-separated record a line.
+fn save(path: &str, info: &RunInfo, b: &Bench) {
+    let mut s = String::new();
+    for (k, v) in info.fields() {
+        let _ = writeln!(s, "info\t{k}\t{v}");
+    }
+    for (k, st) in &b.results {
+        let _ = writeln!(s, "result\t{k}\t{}\t{}\t{}", st.med, st.min, st.max);
+    }
+    for (k, v) in &b.notes {
+        let _ = writeln!(s, "note\t{k}\t{v}");
+    }
+    for (k, v) in &b.facts {
+        let _ = writeln!(s, "fact\t{k}\t{v}");
+    }
+    std::fs::write(path, s).expect("write the raw results");
+}
+
+/// Read what `save` wrote.
+fn load(path: &str, b: &mut Bench) -> RunInfo {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| usage(&format!("{path}: {e}")));
+    let mut info = RunInfo::default();
+    for line in text.lines() {
+        let f: Vec<&str> = line.split('\t').collect();
+        match f.as_slice() {
+            ["info", k, v] => info.set(k, v),
+            ["result", k, med, min, max] => {
+                let p = |x: &str| x.parse::<f64>().unwrap_or(f64::NAN);
+                b.results.insert(
+                    k.to_string(),
+                    Stat {
+                        med: p(med),
+                        min: p(min),
+                        max: p(max),
+                    },
+                );
+            }
+            ["note", k, v] => {
+                b.notes.insert(k.to_string(), v.to_string());
+            }
+            ["fact", k, v] => {
+                b.facts.insert(k.to_string(), v.to_string());
+            }
+            _ => {}
+        }
+    }
+    info
 }
 
 fn report(b: &Bench, info: &RunInfo) -> String {
     let o = Ours::NAME;
-    let mode = if b.opts.quick { "quick" } else { "full" };
+    let mode = &info.mode;
     let note = format!(
         "_One run on this {}-core machine (load average {} at start, {} at end); \
          medians of {} samples of {:.2} s, min–max in brackets; ratios compare figures of \
          this run only._",
-        sh("nproc", &[]),
-        info.load_start,
-        info.load_end,
-        b.opts.reps,
-        b.dur.as_secs_f64()
+        info.cores, info.load_start, info.load_end, info.reps, info.secs
     );
     let mut s = String::new();
     let _ = writeln!(s, "# Benchmarks\n");
@@ -1258,10 +1387,14 @@ fn report(b: &Bench, info: &RunInfo) -> String {
     let _ = writeln!(s, "| | |\n|---|---|");
     let _ = writeln!(s, "| command | `{}` |", info.command);
     let _ = writeln!(s, "| started | {} |", info.started);
-    let _ = writeln!(s, "| wall time | {:.0} s |", info.wall.as_secs_f64());
-    let _ = writeln!(s, "| cores (`nproc`) | {} |", sh("nproc", &[]));
-    let _ = writeln!(s, "| CPU (`/proc/cpuinfo`) | {} |", cpu_model());
-    let _ = writeln!(s, "| kernel | {} |", sh("uname", &["-sr"]));
+    let _ = writeln!(
+        s,
+        "| wall time | {:.0} s (after the wait for load below) |",
+        info.wall_secs
+    );
+    let _ = writeln!(s, "| cores (`nproc`) | {} |", info.cores);
+    let _ = writeln!(s, "| CPU (`/proc/cpuinfo`) | {} |", info.cpu);
+    let _ = writeln!(s, "| kernel | {} |", info.kernel);
     let _ = writeln!(
         s,
         "| load average (1/5/15 min) at start | {} |",
@@ -1269,18 +1402,18 @@ fn report(b: &Bench, info: &RunInfo) -> String {
     );
     let _ = writeln!(
         s,
-        "| load average (1/5/15 min) at end | {} |",
+        "| load average (1/5/15 min) at end | {} (the run's own 1–3 threads count in it) |",
         info.load_end
     );
     let _ = writeln!(s, "| waited for load | {} |", info.waited);
     let _ = writeln!(
         s,
-        "| samples | {} per figure, {:.2} s each, after one warm-up sample |",
-        b.opts.reps,
-        b.dur.as_secs_f64()
+        "| samples | {} per figure, {:.2} s each, after one warm-up sample; each structure \
+         and size in a child process of its own |",
+        info.reps, info.secs
     );
-    let _ = writeln!(s, "| source measured | {} |", source_state());
-    let _ = writeln!(s, "| compiler | {} |", env!("BENCH_RUSTC_VERSION"));
+    let _ = writeln!(s, "| source measured | {} |", info.source);
+    let _ = writeln!(s, "| compiler | {} |", info.rustc);
     let _ = writeln!(s, "| profile | release (opt-level 3, debug = 1, no LTO) |");
     let _ = writeln!(s, "\nCrate versions (from `Cargo.lock`):\n");
     let _ = writeln!(s, "| crate | version |\n|---|---|");
@@ -1583,6 +1716,23 @@ fn children(b: &mut Bench) {
 
 fn main() {
     let opts = Opts::parse();
+    if let Some(path) = opts.render.clone() {
+        let mut b = Bench {
+            dur: Duration::from_secs_f64(opts.secs),
+            opts,
+            results: BTreeMap::new(),
+            notes: BTreeMap::new(),
+            facts: BTreeMap::new(),
+        };
+        let info = load(&path, &mut b);
+        b.opts.quick = info.mode == "quick";
+        let partial = path.contains("partial") || b.opts.quick;
+        if b.opts.out.is_none() && partial {
+            b.opts.filter = Some(String::new()); // counts as partial: not BENCHMARKS.md
+        }
+        write_report(&b, &report(&b, &info));
+        return;
+    }
     let t_start = Instant::now();
     let mut waited = "no".to_string();
     if let Some(max) = opts.wait_load {
@@ -1606,6 +1756,7 @@ fn main() {
             .collect::<String>()
     );
     let started = sh("date", &["-u", "+%Y-%m-%d %H:%M:%S UTC"]);
+    let source = source_state();
     let load_start = loadavg();
     println!("{command}\nload average at start: {load_start}");
     let t0 = Instant::now();
@@ -1636,12 +1787,28 @@ fn main() {
     }
     let info = RunInfo {
         command,
+        mode: if b.opts.quick { "quick" } else { "full" }.into(),
         started,
         load_start,
         load_end: loadavg(),
         waited,
-        wall: t0.elapsed(),
+        wall_secs: t0.elapsed().as_secs_f64(),
+        reps: b.opts.reps,
+        secs: b.opts.secs,
+        cores: sh("nproc", &[]),
+        cpu: cpu_model(),
+        kernel: sh("uname", &["-sr"]),
+        source,
+        rustc: env!("BENCH_RUSTC_VERSION").into(),
     };
+    let results_dir = format!("{}/target/bench-results", repo_root());
+    let _ = std::fs::create_dir_all(&results_dir);
+    let raw = format!(
+        "{results_dir}/last-{}.tsv",
+        if b.opts.partial() { "partial" } else { "full" }
+    );
+    save(&raw, &info, &b);
+    println!("raw results in {raw} (re-render with --render {raw})");
     let text = report(&b, &info);
     println!("\nTargets:");
     for t in targets(&b) {
@@ -1658,12 +1825,25 @@ fn main() {
             }
         );
     }
+    write_report(&b, &text);
+    println!(
+        "done in {:.0} s (load average at end: {})",
+        t_start.elapsed().as_secs_f64(),
+        info.load_end
+    );
+}
+
+fn repo_root() -> String {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("benches/ has a parent")
+        .display()
+        .to_string()
+}
+
+fn write_report(b: &Bench, text: &str) {
     if !b.opts.no_write {
-        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .parent()
-            .expect("benches/ has a parent")
-            .display()
-            .to_string();
+        let root = repo_root();
         let path = b.opts.out.clone().unwrap_or_else(|| {
             if b.opts.partial() {
                 let dir = format!("{root}/target/bench-results");
@@ -1676,9 +1856,4 @@ fn main() {
         std::fs::write(&path, text).expect("write the report");
         println!("wrote {path}");
     }
-    println!(
-        "done in {:.0} s (load average at end: {})",
-        t_start.elapsed().as_secs_f64(),
-        info.load_end
-    );
 }
