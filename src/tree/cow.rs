@@ -101,17 +101,20 @@ impl<K: Key, E> CowTree<K, E> {
             return None;
         }
         let sib = NodeMut::alloc(self.session, node.as_ref().level());
-        let half = B / 2;
-        for j in half..B {
+        // An append (the new slot goes after the last one: ascending inserts, the usual
+        // way address spaces and allocators grow) keeps the left node nearly full, since
+        // nothing will land in it again; other splits halve. Both sides keep >= MIN.
+        let keep = if pos == B { B - MIN } else { B / 2 };
+        for j in keep..B {
             let (sj, pj) = node.slot(j);
-            sib.set_slot(j - half, sj, pj);
+            sib.set_slot(j - keep, sj, pj);
         }
-        sib.set_len(B - half);
-        node.set_len(half);
-        if pos <= half {
+        sib.set_len(B - keep);
+        node.set_len(keep);
+        if pos <= keep {
             node.insert_slot(pos, s, ptr);
         } else {
-            sib.insert_slot(pos - half, s, ptr);
+            sib.insert_slot(pos - keep, s, ptr);
         }
         Some(sib)
     }
