@@ -118,14 +118,16 @@ impl<K: Key, V> RangeMap<K, V> {
         self.len.store(len, Ordering::Relaxed);
     }
 
-    /// Find with `find`, read-lock, and confirm with `check` on the entry's current bounds.
-    /// One fast-path attempt per loop turn; a detached entry or moved range restarts from
+    /// Find with `find`, read-lock, and confirm with `check(seen, now)`: `seen` are the
+    /// bounds the tree version we descended stored beside the entry, `now` its bounds under
+    /// the lock (a session that committed meanwhile may have trimmed it in place). One
+    /// fast-path attempt per loop turn; a detached entry or a failed check restarts from
     /// the root under a fresh pin (no pointer survives an unpin).
     #[inline]
     fn fast<F, C>(&self, find: &F, check: &C) -> Fast<'_, K, V>
     where
         F: Fn(NodeRef<'_, K, Entry<K, V>>) -> Option<Found<Entry<K, V>, K>>,
-        C: Fn(K, K) -> bool,
+        C: Fn((K, K), (K, K)) -> bool,
     {
         loop {
             let pin = reclaim::pin();
@@ -141,7 +143,7 @@ impl<K: Key, V> RangeMap<K, V> {
                     // SAFETY: `try_read` granted us one count, which the guard takes over.
                     let guard = unsafe { ReadGuard::new(&self.domain, found.entry) };
                     let r = guard.range();
-                    if check(r.start, r.end) {
+                    if check((found.lo, found.hi), (r.start, r.end)) {
                         self.stats.count(Event::Success);
                         return Fast::Hit(guard);
                     }
@@ -185,7 +187,7 @@ impl<K: Key, V> RangeMap<K, V> {
     fn locate<F, C>(&self, find: F, check: C) -> Option<ReadGuard<'_, K, V>>
     where
         F: Fn(NodeRef<'_, K, Entry<K, V>>) -> Option<Found<Entry<K, V>, K>>,
-        C: Fn(K, K) -> bool,
+        C: Fn((K, K), (K, K)) -> bool,
     {
         match self.fast(&find, &check) {
             Fast::Hit(g) => Some(g),
@@ -210,9 +212,10 @@ impl<K: Key, V> RangeMap<K, V> {
     /// assert!(map.get(200).is_none());
     /// ```
     pub fn get(&self, key: K) -> Option<ReadGuard<'_, K, V>> {
+        // The entry still holds `key`: it is the answer in the current version too.
         self.locate(
             |root| search::lookup(root, key),
-            |lo, hi| lo <= key && key < hi,
+            |_, (lo, hi)| lo <= key && key < hi,
         )
     }
 
@@ -236,7 +239,7 @@ impl<K: Key, V> RangeMap<K, V> {
     /// assert_eq!(map.try_get(10).unwrap_err(), TryGetError::Vacant);
     /// ```
     pub fn try_get(&self, key: K) -> Result<ReadGuard<'_, K, V>, TryGetError> {
-        match self.fast(&|root| search::lookup(root, key), &|lo, hi| {
+        match self.fast(&|root| search::lookup(root, key), &|_, (lo, hi)| {
             lo <= key && key < hi
         }) {
             Fast::Hit(g) => Ok(g),
@@ -490,9 +493,12 @@ impl<'a, K: Key, V> Iterator for Overlapping<'a, K, V> {
         if front >= back {
             return None;
         }
+        // Unchanged bounds: the entry was first in the version we read and still is what
+        // it was. Trimmed since: an entry the commit put in front of it could be skipped,
+        // so look again in the newer version.
         let g = self.map.locate(
             |root| search::first_overlapping(root, front, back),
-            |lo, hi| hi > front && lo < back,
+            |seen, now| seen == now,
         );
         match &g {
             Some(g) => self.front = g.range().end,
@@ -508,9 +514,10 @@ impl<K: Key, V> DoubleEndedIterator for Overlapping<'_, K, V> {
         if front >= back {
             return None;
         }
+        // As in `next`, from the other end.
         let g = self.map.locate(
             |root| search::last_overlapping(root, front, back),
-            |lo, hi| hi > front && lo < back,
+            |seen, now| seen == now,
         );
         match &g {
             Some(g) => self.back = g.range().start,
