@@ -146,6 +146,10 @@ pub trait Structure: Sized + Send + Sync {
     /// One write session (a lock hold, transaction, or copy) applying `ops` in order: each
     /// removes its range and re-inserts it with the new value. Single-thread use.
     fn churn_mut(&mut self, ops: &[Op]);
+    /// Internal counters worth reporting (ours: the lock statistics), if any.
+    fn diag(&self) -> Option<String> {
+        None
+    }
 }
 
 /// A structure readers and one writer can share.
@@ -189,7 +193,22 @@ impl Structure for Ours {
             None => MISS,
         }
     }
+    fn diag(&self) -> Option<String> {
+        Some(self.stats_line())
+    }
     churn_mut_via_shared!();
+}
+
+impl Ours {
+    /// The map's lock statistics as one line.
+    pub fn stats_line(&self) -> String {
+        let s = self.0.stats();
+        format!(
+            "fast-path successes {}, aborts to the slow path {}, retries {}, misses {}, \
+             slow-path grants {}",
+            s.success, s.abort, s.retry, s.miss, s.slow
+        )
+    }
 }
 
 impl Concurrent for Ours {

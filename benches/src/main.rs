@@ -492,7 +492,18 @@ fn shared<S: Concurrent>(b: &mut Bench, at: At, ranges: &[std::ops::Range<u64>])
     if at.w2 {
         let ops = churn_ops(ranges, 1 << 14, 0xc0de + at.n as u64);
         for (mode, pace) in [("flat", None), ("paced", Some(1000.0))] {
+            let before = s.diag();
             let [r, w] = b.repeat(|d| mixed(&s, &addrs, &ops, pace, d));
+            if let (Some(_), Some(after)) = (before, s.diag()) {
+                b.fact(
+                    format!(
+                        "W2 lock statistics of {} at N = {}, {mode} (cumulative)",
+                        S::NAME,
+                        nlabel(at.n)
+                    ),
+                    after,
+                );
+            }
             b.put(format!("W2|{}/{mode}/readers|{}", nlabel(at.n), S::NAME), r);
             b.put(format!("W2|{}/{mode}/writer|{}", nlabel(at.n), S::NAME), w);
         }
@@ -1208,22 +1219,10 @@ fn sh(cmd: &str, args: &[&str]) -> String {
         .unwrap_or_else(|| "unknown".into())
 }
 
-/// The commit the crate was built from, and whether `src/` had uncommitted changes (the
-/// binary measures the working tree it was built from).
+/// The commit the crate under test was built from, and whether `src/` had uncommitted
+/// changes then (recorded by `build.rs`).
 fn source_state() -> String {
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("benches/ has a parent")
-        .display()
-        .to_string();
-    let head = sh("git", &["-C", &root, "log", "-1", "--format=%h %s"]);
-    let dirty = sh("git", &["-C", &root, "status", "--porcelain", "--", "src"]);
-    let n = dirty.lines().filter(|l| !l.trim().is_empty()).count();
-    if n == 0 {
-        format!("commit {head}")
-    } else {
-        format!("commit {head}, plus uncommitted changes to {n} file(s) under src/ at run time")
-    }
+    format!("{} (at build time)", env!("BENCH_SOURCE"))
 }
 
 fn loadavg() -> String {
@@ -1270,6 +1269,8 @@ struct RunInfo {
     kernel: String,
     source: String,
     rustc: String,
+    /// Set when the report is rendered from saved results (`--render`): their path.
+    rendered_from: String,
 }
 
 impl RunInfo {
@@ -1414,6 +1415,15 @@ fn report(b: &Bench, info: &RunInfo) -> String {
     );
     let _ = writeln!(s, "| source measured | {} |", info.source);
     let _ = writeln!(s, "| compiler | {} |", info.rustc);
+    if !info.rendered_from.is_empty() {
+        let _ = writeln!(
+            s,
+            "| report | rendered afterwards from the run's raw results `{0}` and the current \
+             `benches/analysis.md`: `cargo run --release -p rcu-rangemap-bench -- --render {0} \
+             --out BENCHMARKS.md` |",
+            info.rendered_from
+        );
+    }
     let _ = writeln!(s, "| profile | release (opt-level 3, debug = 1, no LTO) |");
     let _ = writeln!(s, "\nCrate versions (from `Cargo.lock`):\n");
     let _ = writeln!(s, "| crate | version |\n|---|---|");
@@ -1460,7 +1470,7 @@ fn report(b: &Bench, info: &RunInfo) -> String {
         for t in missed {
             let why = notes
                 .get(t.id)
-                .map(|x| x.trim().to_string())
+                .map(|x| x.lines().map(str::trim).collect::<Vec<_>>().join(" "))
                 .unwrap_or_else(|| {
                     "No profile recorded for this target yet (add a `### id` section to \
                      `benches/analysis.md`)."
@@ -1724,7 +1734,8 @@ fn main() {
             notes: BTreeMap::new(),
             facts: BTreeMap::new(),
         };
-        let info = load(&path, &mut b);
+        let mut info = load(&path, &mut b);
+        info.rendered_from = path.clone();
         b.opts.quick = info.mode == "quick";
         let partial = path.contains("partial") || b.opts.quick;
         if b.opts.out.is_none() && partial {
@@ -1800,6 +1811,7 @@ fn main() {
         kernel: sh("uname", &["-sr"]),
         source,
         rustc: env!("BENCH_RUSTC_VERSION").into(),
+        rendered_from: String::new(),
     };
     let results_dir = format!("{}/target/bench-results", repo_root());
     let _ = std::fs::create_dir_all(&results_dir);
