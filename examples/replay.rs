@@ -362,7 +362,7 @@ fn throughput(plan: &Plan, args: &Args) -> ExitCode {
     println!(
         "{} lock stats ({lookups} lookups): fast path {:.3}% ({} hits + {} misses); fallbacks \
          to the map-wide lock: {} (entry locked by a session, or reader limit), {} granted on \
-         the slow path; fast-path restarts (entry detached / range moved): {}",
+         the slow path; fast-path restarts (entry removed or replaced meanwhile): {}",
         Rcu::NAME,
         100.0 * (s.success + s.miss) as f64 / lookups.max(1) as f64,
         s.success,

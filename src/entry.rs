@@ -1,6 +1,6 @@
-//! Entries (a value with its range and embedded lock) and the `ReadGuard` readers hold.
+//! Entries (a value with its embedded lock) and the `ReadGuard` readers hold.
 //!
-//! Owns: the entry's memory, who may touch its range and value and when, and the guard
+//! Owns: the entry's memory, who may touch its value and when, and the guard
 //! that holds a read count. Must not: find entries (the tree) or decide when to lock them
 //! (the map and the writer).
 
@@ -14,54 +14,49 @@ use core::ptr::NonNull;
 use crate::key::Key;
 use crate::lock::{EntryLock, LockDomain, Session};
 
-/// One stored range and its value.
+/// One stored range's value and lock.
 ///
 /// Invariants:
+/// - An entry's range never changes: it is the range stored beside the entry's pointer in
+///   every leaf that holds it (the tree keeps the bounds; the entry does not repeat them).
+///   A session that trims or moves a range replaces the entry with a new one and removes
+///   the old, so a reader whose read count is granted on an entry it found in any tree
+///   version knows the entry's range is the one that version showed.
 /// - `value` is initialised while the entry is in a tree version some thread can still use
 ///   it through (from creation until the writer that removes it moves the value out).
-/// - `range` and `value` are written only by the writer session that holds the entry
-///   write-locked (`lock.seq == session`, after `write_lock` waited the readers out) or
-///   created it; they are read by that writer, or by a reader holding a read count granted
-///   by the lock protocol, which excludes the writer's changes until the session ends.
+/// - `value` is written only by the writer session that holds the entry write-locked
+///   (`lock.seq == session`, after `write_lock` waited the readers out) or created it; it
+///   is read by that writer, or by a reader holding a read count granted by the lock
+///   protocol, which excludes the writer's changes until the session ends.
 /// - The entry is freed only after `lock.detach` drained it (count `DETACHED`) and the
 ///   versions that reached it were unlinked — through `reclaim::retire`, by layout: the
 ///   value is never dropped there (it was moved out by the writer).
 pub(crate) struct Entry<K, V> {
     pub(crate) lock: EntryLock,
-    range: UnsafeCell<(K, K)>,
     value: UnsafeCell<MaybeUninit<V>>,
+    /// The key type of the map the entry belongs to (its bounds live in the leaves).
+    _key: PhantomData<fn() -> K>,
 }
 
 impl<K: Key, V> Entry<K, V> {
-    /// A new entry for `lo..hi`, born in (and write-locked by) session `s`.
-    pub(crate) fn alloc(lo: K, hi: K, value: V, s: Session) -> NonNull<Self> {
-        Self::boxed(lo, hi, value, EntryLock::new_locked(s))
+    /// A new entry, born in (and write-locked by) session `s`.
+    pub(crate) fn alloc(value: V, s: Session) -> NonNull<Self> {
+        Self::boxed(value, EntryLock::new_locked(s))
     }
 
-    /// A new entry for `lo..hi` of a map under construction (no session: not locked).
-    pub(crate) fn alloc_unlocked(lo: K, hi: K, value: V) -> NonNull<Self> {
-        Self::boxed(lo, hi, value, EntryLock::new_attached())
+    /// A new entry of a map under construction (no session: not locked).
+    pub(crate) fn alloc_unlocked(value: V) -> NonNull<Self> {
+        Self::boxed(value, EntryLock::new_attached())
     }
 
-    fn boxed(lo: K, hi: K, value: V, lock: EntryLock) -> NonNull<Self> {
+    fn boxed(value: V, lock: EntryLock) -> NonNull<Self> {
         let b = Box::new(Entry {
             lock,
-            range: UnsafeCell::new((lo, hi)),
             value: UnsafeCell::new(MaybeUninit::new(value)),
+            _key: PhantomData,
         });
         // SAFETY: `Box::into_raw` never returns null.
         unsafe { NonNull::new_unchecked(Box::into_raw(b)) }
-    }
-
-    /// The entry's bounds.
-    ///
-    /// # Safety
-    /// The caller holds a granted read count, or is the writer session (see the type's
-    /// invariants).
-    #[inline]
-    pub(crate) unsafe fn bounds(&self) -> (K, K) {
-        // SAFETY: caller contract: no concurrent write.
-        unsafe { *self.range.get() }
     }
 
     /// Free the entry, handing its value to the caller.
@@ -79,7 +74,8 @@ impl<K: Key, V> Entry<K, V> {
     /// The value.
     ///
     /// # Safety
-    /// As for [`bounds`](Self::bounds), and the value is initialised.
+    /// The caller holds a granted read count, or is the writer session (see the type's
+    /// invariants), and the value is initialised.
     #[inline]
     pub(crate) unsafe fn value(&self) -> &V {
         // SAFETY: caller contract.
@@ -90,7 +86,7 @@ impl<K: Key, V> Entry<K, V> {
 /// Write access to an entry that the active writer session holds write-locked.
 ///
 /// Invariant: the session that made it holds the entry write-locked (or created it), so no
-/// reader reads the range or value until the session ends, and the entry stays allocated
+/// reader reads the value until the session ends, and the entry stays allocated
 /// for the session (it can only be retired by this session's commit).
 pub(crate) struct Held<K, V> {
     ptr: NonNull<Entry<K, V>>,
@@ -112,21 +108,11 @@ impl<K: Key, V> Held<K, V> {
         self.ptr
     }
 
-    pub(crate) fn set_bounds(&mut self, lo: K, hi: K) {
-        // SAFETY: type invariant: readers are excluded, only this session writes.
-        unsafe { *self.ptr.as_ref().range.get() = (lo, hi) }
-    }
-
     /// The value, mutably. It must be initialised (not yet moved out).
     pub(crate) fn value_mut(&mut self) -> &mut V {
         // SAFETY: type invariant (exclusive access); initialised per caller contract of
         // the operations that move it out, which consume or refill it.
         unsafe { (*self.ptr.as_ref().value.get()).assume_init_mut() }
-    }
-
-    /// Move the value out and put `new` in its place.
-    pub(crate) fn replace_value(&mut self, new: V) -> V {
-        core::mem::replace(self.value_mut(), new)
     }
 
     /// Move the value out for good: the entry must be leaving the tree (detached at commit).
@@ -141,7 +127,8 @@ impl<K: Key, V> Held<K, V> {
 ///
 /// Holds one count of the entry's embedded refcount lock — not an epoch pin — so a guard
 /// kept for a long time delays only writers that want this very entry, never memory
-/// reclamation elsewhere in the map.
+/// reclamation elsewhere in the map. The range is the one the lookup read beside the entry
+/// in the tree (an entry's range never changes, see `Entry`).
 ///
 /// ```
 /// use rcu_rangemap::RangeMap;
@@ -155,6 +142,8 @@ impl<K: Key, V> Held<K, V> {
 pub struct ReadGuard<'a, K: Key, V> {
     domain: &'a LockDomain,
     entry: NonNull<Entry<K, V>>,
+    lo: K,
+    hi: K,
     _value: PhantomData<&'a V>,
 }
 
@@ -169,20 +158,26 @@ impl<'a, K: Key, V> ReadGuard<'a, K, V> {
     ///
     /// # Safety
     /// The caller holds one granted read count of `entry` (from `try_read` or `read_locked`)
-    /// and hands it to the guard; `domain` is the entry's map's lock domain.
-    pub(crate) unsafe fn new(domain: &'a LockDomain, entry: NonNull<Entry<K, V>>) -> Self {
+    /// and hands it to the guard; `domain` is the entry's map's lock domain; `lo..hi` is
+    /// the range a tree version stored beside the entry (its range for life).
+    pub(crate) unsafe fn new(
+        domain: &'a LockDomain,
+        entry: NonNull<Entry<K, V>>,
+        lo: K,
+        hi: K,
+    ) -> Self {
         ReadGuard {
             domain,
             entry,
+            lo,
+            hi,
             _value: PhantomData,
         }
     }
 
-    /// The range of the entry, as it is while the guard is held.
+    /// The range of the entry.
     pub fn range(&self) -> Range<K> {
-        // SAFETY: the guard holds a granted read count (type invariant).
-        let (lo, hi) = unsafe { self.entry.as_ref().bounds() };
-        lo..hi
+        self.lo..self.hi
     }
 }
 

@@ -118,16 +118,15 @@ impl<K: Key, V> RangeMap<K, V> {
         self.len.store(len, Ordering::Relaxed);
     }
 
-    /// Find with `find`, read-lock, and confirm with `check(seen, now)`: `seen` are the
-    /// bounds the tree version we descended stored beside the entry, `now` its bounds under
-    /// the lock (a session that committed meanwhile may have trimmed it in place). One
-    /// fast-path attempt per loop turn; a detached entry or a failed check restarts from
-    /// the root under a fresh pin (no pointer survives an unpin).
+    /// Find with `find` and read-lock what it found. One fast-path attempt per loop turn; a
+    /// detached entry (a commit removed or replaced it after we read the leaf) restarts from
+    /// the root under a fresh pin (no pointer survives an unpin). A granted count needs no
+    /// re-check: the entry is attached, so it is in the current version, with the range the
+    /// version we descended stored beside it (entries never change range, see `Entry`).
     #[inline]
-    fn fast<F, C>(&self, find: &F, check: &C) -> Fast<'_, K, V>
+    fn fast<F>(&self, find: &F) -> Fast<'_, K, V>
     where
         F: Fn(NodeRef<'_, K, Entry<K, V>>) -> Option<Found<Entry<K, V>, K>>,
-        C: Fn((K, K), (K, K)) -> bool,
     {
         loop {
             let pin = reclaim::pin();
@@ -140,15 +139,12 @@ impl<K: Key, V> RangeMap<K, V> {
             match entry.lock.try_read(&self.domain) {
                 Ok(()) => {
                     drop(pin);
-                    // SAFETY: `try_read` granted us one count, which the guard takes over.
-                    let guard = unsafe { ReadGuard::new(&self.domain, found.entry) };
-                    let r = guard.range();
-                    if check((found.lo, found.hi), (r.start, r.end)) {
-                        self.stats.count(Event::Success);
-                        return Fast::Hit(guard);
-                    }
-                    // A commit moved the entry's bounds after we read the leaf.
-                    self.stats.count(Event::Retry);
+                    self.stats.count(Event::Success);
+                    // SAFETY: `try_read` granted us one count, which the guard takes over;
+                    // `found` holds the entry's range as the version stored it.
+                    return Fast::Hit(unsafe {
+                        ReadGuard::new(&self.domain, found.entry, found.lo, found.hi)
+                    });
                 }
                 Err(ReadFail::Detached) => self.stats.count(Event::Retry),
                 Err(why) => {
@@ -175,8 +171,10 @@ impl<K: Key, V> RangeMap<K, V> {
             match entry.lock.read_locked() {
                 Ok(()) => {
                     self.stats.count(Event::Slow);
-                    // SAFETY: `read_locked` granted us one count.
-                    return Some(unsafe { ReadGuard::new(&self.domain, found.entry) });
+                    // SAFETY: `read_locked` granted us one count; `found` holds the range.
+                    return Some(unsafe {
+                        ReadGuard::new(&self.domain, found.entry, found.lo, found.hi)
+                    });
                 }
                 // The limit: wait for some of the ~2^30 readers to leave.
                 Err(_) => std::thread::yield_now(),
@@ -184,12 +182,11 @@ impl<K: Key, V> RangeMap<K, V> {
         }
     }
 
-    fn locate<F, C>(&self, find: F, check: C) -> Option<ReadGuard<'_, K, V>>
+    fn locate<F>(&self, find: F) -> Option<ReadGuard<'_, K, V>>
     where
         F: Fn(NodeRef<'_, K, Entry<K, V>>) -> Option<Found<Entry<K, V>, K>>,
-        C: Fn((K, K), (K, K)) -> bool,
     {
-        match self.fast(&find, &check) {
+        match self.fast(&find) {
             Fast::Hit(g) => Some(g),
             Fast::Vacant => None,
             Fast::Refused(_) => self.slow(&find),
@@ -212,11 +209,7 @@ impl<K: Key, V> RangeMap<K, V> {
     /// assert!(map.get(200).is_none());
     /// ```
     pub fn get(&self, key: K) -> Option<ReadGuard<'_, K, V>> {
-        // The entry still holds `key`: it is the answer in the current version too.
-        self.locate(
-            |root| search::lookup(root, key),
-            |_, (lo, hi)| lo <= key && key < hi,
-        )
+        self.locate(|root| search::lookup(root, key))
     }
 
     /// The fast path of [`get`](Self::get) only: never blocks, never takes the map-wide
@@ -239,9 +232,7 @@ impl<K: Key, V> RangeMap<K, V> {
     /// assert_eq!(map.try_get(10).unwrap_err(), TryGetError::Vacant);
     /// ```
     pub fn try_get(&self, key: K) -> Result<ReadGuard<'_, K, V>, TryGetError> {
-        match self.fast(&|root| search::lookup(root, key), &|_, (lo, hi)| {
-            lo <= key && key < hi
-        }) {
+        match self.fast(&|root| search::lookup(root, key)) {
             Fast::Hit(g) => Ok(g),
             Fast::Vacant => Err(TryGetError::Vacant),
             Fast::Refused(ReadFail::Limit) => Err(TryGetError::Limit),
@@ -421,7 +412,7 @@ impl<K: Key, V: Clone> Clone for RangeMap<K, V> {
         let n = values.len();
         let items: Vec<_> = values
             .into_iter()
-            .map(|(lo, hi, v)| (lo, hi, Entry::alloc_unlocked(lo, hi, v)))
+            .map(|(lo, hi, v)| (lo, hi, Entry::alloc_unlocked(v)))
             .collect();
         let map = RangeMap::new();
         let empty = map.root.swap(bulk::build(&items, 0), Ordering::Relaxed);
@@ -493,13 +484,12 @@ impl<'a, K: Key, V> Iterator for Overlapping<'a, K, V> {
         if front >= back {
             return None;
         }
-        // Unchanged bounds: the entry was first in the version we read and still is what
-        // it was. Trimmed since: an entry the commit put in front of it could be skipped,
-        // so look again in the newer version.
-        let g = self.map.locate(
-            |root| search::first_overlapping(root, front, back),
-            |seen, now| seen == now,
-        );
+        // A granted entry is the first in the version we read and still in the current
+        // one, unchanged; one a commit removed or replaced is detached, and the walk looks
+        // again in the newer version.
+        let g = self
+            .map
+            .locate(|root| search::first_overlapping(root, front, back));
         match &g {
             Some(g) => self.front = g.range().end,
             None => self.front = back,
@@ -515,10 +505,9 @@ impl<K: Key, V> DoubleEndedIterator for Overlapping<'_, K, V> {
             return None;
         }
         // As in `next`, from the other end.
-        let g = self.map.locate(
-            |root| search::last_overlapping(root, front, back),
-            |seen, now| seen == now,
-        );
+        let g = self
+            .map
+            .locate(|root| search::last_overlapping(root, front, back));
         match &g {
             Some(g) => self.back = g.range().start,
             None => self.back = front,

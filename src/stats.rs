@@ -27,7 +27,8 @@ pub struct Stats {
     /// Fast paths that gave up (entry locked by a session, or reader limit) and fell back
     /// to the map-wide lock.
     pub abort: u64,
-    /// Fast paths restarted from the root (entry detached or its range moved meanwhile).
+    /// Fast paths restarted from the root (the entry found was detached: a commit removed or
+    /// replaced it meanwhile).
     pub retry: u64,
     /// Lookups that found no entry for the key.
     pub miss: u64,

@@ -161,9 +161,19 @@ impl<'a, K: Key, V> Writer<'a, K, V> {
     }
 
     fn link(&mut self, lo: K, hi: K, value: V) {
-        let e = Entry::alloc(lo, hi, value, self.session);
+        let e = Entry::alloc(value, self.session);
         self.tree.insert(lo, hi, e);
         self.len += 1;
+    }
+
+    /// Replace `old`, the held entry of the slot starting at `at` whose value was taken, by
+    /// a new entry for `range` (inside the old one) holding `value`. Entries never change
+    /// range (see `Entry`), so a trim is a replacement: the old entry leaves at commit like
+    /// a removed one, and readers that find it in an older version restart (it is detached).
+    fn replace(&mut self, at: K, old: NonNull<Entry<K, V>>, range: Range<K>, value: V) {
+        self.removed.push(old);
+        let e = Entry::alloc(value, self.session);
+        self.tree.replace(at, range.start, range.end, e);
     }
 
     /// Overwrite: insert `value` for `range`, trimming or splitting the entries it overlaps.
@@ -285,7 +295,7 @@ impl<'a, K: Key, V> Writer<'a, K, V> {
             plans.push(plan);
         }
         // 3. Change the tree (no user code).
-        for ((f, mut h), plan) in hits.into_iter().zip(held.drain(..)).zip(plans) {
+        for ((f, h), plan) in hits.into_iter().zip(held.drain(..)).zip(plans) {
             let (lo, hi) = (f.lo, f.hi);
             match plan {
                 Plan::Whole => {
@@ -295,19 +305,21 @@ impl<'a, K: Key, V> Writer<'a, K, V> {
                     out.items.push((lo..hi, h.take_value()));
                 }
                 Plan::Left { mid } => {
-                    h.set_bounds(lo, s);
-                    self.tree.set_bounds(lo, lo, s);
+                    let old = h.ptr();
+                    let kept = h.take_value();
+                    self.replace(lo, old, lo..s, kept);
                     out.items.push((s..hi, mid));
                 }
                 Plan::Right { right } => {
-                    let left = h.replace_value(right);
-                    h.set_bounds(e, hi);
-                    self.tree.set_bounds(lo, e, hi);
+                    let old = h.ptr();
+                    let left = h.take_value();
+                    self.replace(lo, old, e..hi, right);
                     out.items.push((lo..e, left));
                 }
                 Plan::Both { mid, right } => {
-                    h.set_bounds(lo, s);
-                    self.tree.set_bounds(lo, lo, s);
+                    let old = h.ptr();
+                    let kept = h.take_value();
+                    self.replace(lo, old, lo..s, kept);
                     self.link(e, hi, right);
                     out.items.push((s..e, mid));
                 }

@@ -171,9 +171,9 @@ impl<K: Key, E> CowTree<K, E> {
         })
     }
 
-    /// Change the bounds of the entry whose range holds `key` to `lo..hi`, which must lie
-    /// inside its current range.
-    pub(crate) fn set_bounds(&mut self, key: K, lo: K, hi: K) {
+    /// Point the slot whose range holds `key` at `entry`, with bounds `lo..hi`, which must
+    /// lie inside its current range (a trim: the caller retires the entry it replaces).
+    pub(crate) fn replace(&mut self, key: K, lo: K, hi: K, entry: NonNull<E>) {
         let (path, leaf) = self.descend_mut(key);
         let i = leaf.as_ref().rank(key) - 1;
         debug_assert!(leaf.as_ref().lo(i) <= lo && hi <= leaf.as_ref().hi(i) && lo < hi);
@@ -185,6 +185,7 @@ impl<K: Key, E> CowTree<K, E> {
                 gap: K::ZERO,
             },
         );
+        leaf.set_ptr(i, entry.as_ptr() as _);
         let mut child = leaf;
         for &(parent, idx) in path.iter().rev() {
             parent.set_summary(idx, child.as_ref().summary());
