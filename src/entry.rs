@@ -4,6 +4,7 @@
 //! that holds a read count. Must not: find entries (the tree) or decide when to lock them
 //! (the map and the writer).
 
+use core::alloc::Layout;
 use core::cell::UnsafeCell;
 use core::fmt;
 use core::marker::PhantomData;
@@ -13,6 +14,7 @@ use core::ptr::NonNull;
 
 use crate::key::Key;
 use crate::lock::{EntryLock, LockDomain, Session};
+use crate::reclaim::Blocks;
 
 /// One stored range's value and lock.
 ///
@@ -39,9 +41,18 @@ pub(crate) struct Entry<K, V> {
 }
 
 impl<K: Key, V> Entry<K, V> {
-    /// A new entry, born in (and write-locked by) session `s`.
-    pub(crate) fn alloc(value: V, s: Session) -> NonNull<Self> {
-        Self::boxed(value, EntryLock::new_locked(s))
+    /// A new entry, born in (and write-locked by) session `s`, in a block from `blocks`.
+    pub(crate) fn alloc(blocks: &mut Blocks, value: V, s: Session) -> NonNull<Self> {
+        let block = blocks.alloc(Layout::new::<Self>()).cast::<Self>();
+        // SAFETY: an unused block with `Entry`'s layout: in bounds and aligned.
+        unsafe {
+            block.as_ptr().write(Entry {
+                lock: EntryLock::new_locked(s),
+                value: UnsafeCell::new(MaybeUninit::new(value)),
+                _key: PhantomData,
+            })
+        };
+        block
     }
 
     /// A new entry of a map under construction (no session: not locked).
@@ -62,8 +73,9 @@ impl<K: Key, V> Entry<K, V> {
     /// Free the entry, handing its value to the caller.
     ///
     /// # Safety
-    /// `this` came from [`Entry::alloc`], its value is initialised, and no other thread can
-    /// reach it (its tree is gone and no guard is alive).
+    /// `this` came from [`Entry::alloc`] or [`Entry::alloc_unlocked`] (a global-allocator
+    /// block of `Entry`'s layout, as a `Box` uses), its value is initialised, and no other
+    /// thread can reach it (its tree is gone and no guard is alive).
     pub(crate) unsafe fn into_value(this: NonNull<Self>) -> V {
         // SAFETY: caller contract; `Box::from_raw` matches `alloc`.
         let b = unsafe { Box::from_raw(this.as_ptr()) };

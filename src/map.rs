@@ -4,6 +4,7 @@
 //! path under the map-wide lock), iterators and the map's teardown. Must not: change the
 //! tree (that is `Writer`'s job) or hold an epoch pin beyond one descent.
 
+use core::cell::UnsafeCell;
 use core::fmt;
 use core::marker::PhantomData;
 use core::ops::Range;
@@ -16,13 +17,13 @@ use crate::entry::{Entry, ReadGuard};
 use crate::error::TryGetError;
 use crate::key::Key;
 use crate::lock::{LockDomain, ReadFail};
-use crate::reclaim;
+use crate::reclaim::{self, Recycler};
 use crate::stats::{Counters, Event, Stats};
 use crate::tree::bulk;
 use crate::tree::gap::{self, Want};
 use crate::tree::node::{Node, NodeMut, NodeRef};
 use crate::tree::search::{self, Found};
-use crate::writer::Writer;
+use crate::writer::{Scratch, Writer};
 
 pub(crate) type TreeNode<K, V> = Node<K, Entry<K, V>>;
 
@@ -42,6 +43,9 @@ pub enum Fit {
 /// Complexity: `get`, `try_get`, each iterator step, and `find_gap` are O(log n); `gaps`
 /// is O(log n + k) for k gaps; a writer session's edits are O(log n) each, plus copying
 /// the O(log n) nodes on each changed path once per session.
+//
+// Invariant: `scratch` is read and written only by the writer session that holds
+// `writers` exclusively (`take_scratch`/`put_scratch`), or through `&mut self`.
 pub struct RangeMap<K: Key, V> {
     /// The published tree version. Stored (Release) only by a committing writer.
     root: AtomicPtr<TreeNode<K, V>>,
@@ -50,6 +54,10 @@ pub struct RangeMap<K: Key, V> {
     pub(crate) writers: RwLock<()>,
     len: AtomicUsize,
     stats: Counters,
+    /// Retired blocks past their grace period, for the next session.
+    pub(crate) recycler: Recycler,
+    /// Free blocks and list capacity carried between sessions (see the invariant above).
+    scratch: UnsafeCell<Scratch<K, V>>,
     _values: PhantomData<V>,
 }
 
@@ -87,8 +95,28 @@ impl<K: Key, V> RangeMap<K, V> {
             writers: RwLock::new(()),
             len: AtomicUsize::new(0),
             stats: Counters::new(),
+            recycler: Recycler::new(),
+            scratch: UnsafeCell::new(Scratch::new()),
             _values: PhantomData,
         }
+    }
+
+    /// Take what the previous session left (see [`Scratch`]).
+    ///
+    /// # Safety
+    /// The caller is the writer session holding the writers' lock exclusively.
+    pub(crate) unsafe fn take_scratch(&self) -> Scratch<K, V> {
+        // SAFETY: caller contract: the type's invariant gives us `scratch` alone.
+        unsafe { core::mem::replace(&mut *self.scratch.get(), Scratch::new()) }
+    }
+
+    /// Leave `scratch` for the next session.
+    ///
+    /// # Safety
+    /// As for [`take_scratch`](Self::take_scratch).
+    pub(crate) unsafe fn put_scratch(&self, scratch: Scratch<K, V>) {
+        // SAFETY: caller contract, as in `take_scratch`.
+        unsafe { *self.scratch.get() = scratch }
     }
 
     /// The published root, for a reader pinned by `_pin`.

@@ -1,9 +1,23 @@
-//! The one place that talks to the epoch library (crossbeam-epoch).
+//! The one place that talks to the epoch library (crossbeam-epoch), and the recycling of
+//! retired memory.
 //!
-//! Owns: pinning for readers' tree walks, and deferred freeing of retired memory. Must
-//! not: run user code — what is retired here is raw memory (nodes, drained entries whose
-//! value was already moved out), freed by layout alone, so no value's `Drop` can ever run
-//! inside a reclamation callback, on whatever thread the collector picks.
+//! Owns: pinning for readers' tree walks, deferred release of retired memory, and the free
+//! blocks a map's writer sessions reuse. Must not: run user code — what is retired here is
+//! raw memory (nodes, drained entries whose value was already moved out), handled by layout
+//! alone, so no value's `Drop` can ever run inside a reclamation callback, on whatever
+//! thread the collector picks.
+//!
+//! # Recycling
+//!
+//! A session copies every node on the paths it changes and allocates an entry per insert;
+//! the commit retires as many blocks. Through the allocator that was about a third of a
+//! one-op session, and in whichever reader thread crossbeam's collector ran the frees, it
+//! contended with the writer for the allocator's lock. So a map recycles: its commit hands
+//! the retired batch to [`Recycler::retire`], whose deferred function (after the grace
+//! period) only moves the batch into the map's [`Recycler`] pool; the next session takes
+//! the pool's batches into its [`Blocks`] free lists and allocates from them. Blocks go
+//! back to the allocator only beyond the caps below, and when the map and its pending
+//! batches are gone.
 //!
 //! # Why crossbeam-epoch, not seize
 //!
@@ -17,8 +31,16 @@
 //! violation of its own) and permissive provenance (tagged pointers); see `.ci/run`.
 
 use core::alloc::Layout;
+use core::ptr::NonNull;
+// Plain std: the pool is not part of the lock protocol that the loom models explore.
+use std::sync::{Arc, Mutex};
 
 pub(crate) use crossbeam_epoch::Guard;
+
+/// Most blocks a map's pool keeps waiting for the next session (the rest are freed).
+const POOL_CAP: usize = 16384;
+/// Most free blocks of one layout a session keeps.
+const CLASS_CAP: usize = 8192;
 
 /// Pin the current thread: memory retired from now on is not freed until this guard (and
 /// every other guard pinned before the retirement) is dropped.
@@ -40,28 +62,194 @@ impl Retired {
     pub(crate) unsafe fn new(ptr: *mut u8, layout: Layout) -> Self {
         Retired { ptr, layout }
     }
-}
 
-/// Free every block of `batch` once every thread pinned now has unpinned: one deferred
-/// function per commit, however many blocks it retires.
-///
-/// # Safety
-/// Every block is unreachable from every published tree version (retire-after-unlink) and
-/// retired exactly once.
-pub(crate) unsafe fn retire(guard: &Guard, batch: Vec<Retired>) {
-    struct Batch(Vec<Retired>);
-    // SAFETY: a `Batch` is only deallocation rights to memory no thread uses any more
-    // (caller contract); moving them to the collecting thread is sound.
-    unsafe impl Send for Batch {}
-    let batch = Batch(batch);
-    // SAFETY: caller contract: after the grace period nobody can reach the blocks, and the
-    // closure only deallocates each with the layout it was allocated with (`Retired::new`).
-    unsafe {
-        guard.defer_unchecked(move || {
-            let batch = batch;
-            for r in batch.0 {
-                std::alloc::dealloc(r.ptr, r.layout);
-            }
-        });
+    /// Give the block back to the allocator.
+    ///
+    /// # Safety
+    /// Nothing uses the block any more (the invariant of wherever it was kept).
+    unsafe fn dealloc(self) {
+        // SAFETY: `Retired::new`'s contract (allocated with `layout` by the global
+        // allocator) and the caller's (unused).
+        unsafe { std::alloc::dealloc(self.ptr, self.layout) }
     }
 }
+
+/// Deallocation rights to retired blocks on their way to a pool, which any thread may hold.
+struct Batch(Vec<Retired>);
+
+// SAFETY: a batch is only the right to reuse or free memory that no thread will use again
+// once its grace period is over (the caller contract of `Recycler::retire`); moving that
+// right to the collecting thread, or into the pool that another thread reads, is sound.
+unsafe impl Send for Batch {}
+
+/// A map's pool of retired batches whose grace period is over, waiting for its next writer
+/// session ([`Recycler::take`]). Shared with the deferred functions of its pending batches,
+/// so it outlives the map until the last of them has run.
+pub(crate) struct Recycler {
+    pool: Arc<Pool>,
+}
+
+/// Invariant: no thread can reach any block of `ready` (each batch's grace period is over);
+/// `ready` holds at most `POOL_CAP` blocks in all.
+struct Pool {
+    ready: Mutex<Ready>,
+}
+
+#[derive(Default)]
+struct Ready {
+    batches: Vec<Batch>,
+    blocks: usize,
+}
+
+impl Pool {
+    /// Keep `batch` for the next session, or free it if the pool is full.
+    fn give_back(&self, batch: Batch) {
+        let n = batch.0.len();
+        let rejected = {
+            let mut ready = self.ready.lock().unwrap_or_else(|p| p.into_inner());
+            if ready.blocks + n <= POOL_CAP {
+                ready.blocks += n;
+                ready.batches.push(batch);
+                None
+            } else {
+                Some(batch)
+            }
+        };
+        for r in rejected.into_iter().flat_map(|b| b.0) {
+            // SAFETY: the batch's grace period is over (the deferred function that calls us
+            // runs only then), so no thread can reach the block.
+            unsafe { r.dealloc() };
+        }
+    }
+}
+
+impl Drop for Pool {
+    fn drop(&mut self) {
+        let ready = self.ready.get_mut().unwrap_or_else(|p| p.into_inner());
+        for r in ready.batches.drain(..).flat_map(|b| b.0) {
+            // SAFETY: type invariant: unreachable; the pool was its last owner.
+            unsafe { r.dealloc() };
+        }
+    }
+}
+
+impl Recycler {
+    pub(crate) fn new() -> Self {
+        Recycler {
+            pool: Arc::new(Pool {
+                ready: Mutex::new(Ready::default()),
+            }),
+        }
+    }
+
+    /// Move every block whose grace period is over into `blocks`, and the emptied batch
+    /// vectors into `spare` (for the next retire batches). Never blocks: if a collector is
+    /// handing a batch in right now, the blocks wait for the next session.
+    pub(crate) fn take(&self, blocks: &mut Blocks, spare: &mut Vec<Vec<Retired>>) {
+        let batches = match self.pool.ready.try_lock() {
+            Ok(mut ready) if !ready.batches.is_empty() => {
+                ready.blocks = 0;
+                core::mem::take(&mut ready.batches)
+            }
+            _ => return,
+        };
+        for Batch(mut batch) in batches {
+            for r in batch.drain(..) {
+                // SAFETY: pool invariant: nobody can reach the block.
+                unsafe { blocks.put(r) };
+            }
+            if spare.len() < 4 {
+                spare.push(batch);
+            }
+        }
+    }
+
+    /// Hand `batch` to the pool once every thread pinned now has unpinned: one deferred
+    /// function per commit, however many blocks it retires.
+    ///
+    /// # Safety
+    /// Every block is unreachable from every published tree version (retire-after-unlink),
+    /// needs no drop glue, and is retired exactly once.
+    pub(crate) unsafe fn retire(&self, batch: Vec<Retired>) {
+        let batch = Batch(batch);
+        let pool = Arc::clone(&self.pool);
+        let guard = pin();
+        // SAFETY: caller contract: after the grace period nobody can reach the blocks; the
+        // function only moves them into the pool (which keeps or frees them by layout).
+        unsafe {
+            guard.defer_unchecked(move || pool.give_back(batch));
+        }
+    }
+}
+
+impl core::fmt::Debug for Recycler {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Recycler").finish_non_exhaustive()
+    }
+}
+
+/// Free blocks a map's writer session allocates nodes and entries from before it asks the
+/// allocator: one free list per layout the map uses (leaf, internal node, entry).
+///
+/// Invariant: every block in `classes[i].1` was allocated by the global allocator with
+/// layout `classes[i].0`, and no thread can reach it (it was retired and its grace period
+/// is over, or the session allocated it and unlinked it before publishing); each list
+/// holds at most `CLASS_CAP` blocks.
+pub(crate) struct Blocks {
+    classes: [(Layout, Vec<NonNull<u8>>); 3],
+}
+
+impl Blocks {
+    /// Empty free lists for the given layouts.
+    pub(crate) fn new(layouts: [Layout; 3]) -> Self {
+        Blocks {
+            classes: layouts.map(|l| (l, Vec::new())),
+        }
+    }
+
+    /// A block for `layout`: a recycled one if there is one, else a new allocation.
+    #[inline]
+    pub(crate) fn alloc(&mut self, layout: Layout) -> NonNull<u8> {
+        if let Some((_, free)) = self.classes.iter_mut().find(|(l, _)| *l == layout) {
+            if let Some(b) = free.pop() {
+                return b;
+            }
+        }
+        debug_assert!(layout.size() > 0);
+        // SAFETY: `layout` is non-zero-sized (nodes and entries hold a lock or keys).
+        let p = unsafe { std::alloc::alloc(layout) };
+        NonNull::new(p).unwrap_or_else(|| std::alloc::handle_alloc_error(layout))
+    }
+
+    /// Keep the block for reuse, or free it if its list is full or its layout is not one
+    /// of ours.
+    ///
+    /// # Safety
+    /// `r`'s block is unreachable by every thread and needs no drop glue.
+    pub(crate) unsafe fn put(&mut self, r: Retired) {
+        match self.classes.iter_mut().find(|(l, _)| *l == r.layout) {
+            Some((_, free)) if free.len() < CLASS_CAP => {
+                // SAFETY (invariant): allocated with this layout (`Retired::new`), and
+                // unreachable (caller contract). Never null: it was allocated.
+                free.push(unsafe { NonNull::new_unchecked(r.ptr) });
+            }
+            // SAFETY: caller contract.
+            _ => unsafe { r.dealloc() },
+        }
+    }
+}
+
+impl Drop for Blocks {
+    fn drop(&mut self) {
+        for (layout, free) in &mut self.classes {
+            for b in free.drain(..) {
+                // SAFETY: type invariant: allocated with `layout`, unreachable.
+                unsafe { std::alloc::dealloc(b.as_ptr(), *layout) };
+            }
+        }
+    }
+}
+
+// SAFETY: the blocks are unused memory (type invariant) that the owner may reuse or free on
+// any thread.
+unsafe impl Send for Blocks {}

@@ -18,8 +18,8 @@ use crate::entry::{Entry, Held};
 use crate::error::{InsertError, InsertErrorKind};
 use crate::key::Key;
 use crate::lock::Session;
-use crate::map::{want, Fit, RangeMap};
-use crate::reclaim::{self, Retired};
+use crate::map::{want, Fit, RangeMap, TreeNode};
+use crate::reclaim::{Blocks, Retired};
 use crate::tree::cow::CowTree;
 use crate::tree::gap;
 use crate::tree::node::NodeMut;
@@ -67,7 +67,36 @@ pub struct Writer<'a, K: Key, V> {
     tree: ManuallyDrop<CowTree<K, Entry<K, V>>>,
     /// Entries unlinked by this session: detached at commit, then retired.
     removed: Vec<NonNull<Entry<K, V>>>,
+    /// Empty vectors for the commit's retire batch (see [`Scratch`]).
+    batches: Vec<Vec<Retired>>,
     len: usize,
+}
+
+/// What a map's writer sessions carry from one session to the next: the free blocks that
+/// nodes and entries are allocated from, and empty lists kept for their capacity. It lives
+/// in the map (see `RangeMap`'s invariants) and is used only by the session that holds the
+/// writers' lock: taken at the session's start, put back at its commit.
+pub(crate) struct Scratch<K: Key, V> {
+    blocks: Blocks,
+    retired: Vec<*mut TreeNode<K, V>>,
+    removed: Vec<NonNull<Entry<K, V>>>,
+    batches: Vec<Vec<Retired>>,
+}
+
+impl<K: Key, V> Scratch<K, V> {
+    /// Nothing kept yet (allocates nothing).
+    pub(crate) fn new() -> Self {
+        Scratch {
+            blocks: Blocks::new([
+                NodeMut::<K, Entry<K, V>>::layout(0),
+                NodeMut::<K, Entry<K, V>>::layout(1),
+                Layout::new::<Entry<K, V>>(),
+            ]),
+            retired: Vec::new(),
+            removed: Vec::new(),
+            batches: Vec::new(),
+        }
+    }
 }
 
 /// A piece being cut out of an entry, planned before the tree changes.
@@ -88,15 +117,25 @@ impl<'a, K: Key, V> Writer<'a, K, V> {
     pub(crate) fn new(map: &'a RangeMap<K, V>) -> Self {
         let lock = map.writers.write();
         let session = map.domain.begin();
+        // SAFETY: we hold the writers' lock exclusively.
+        let Scratch {
+            mut blocks,
+            retired,
+            removed,
+            mut batches,
+        } = unsafe { map.take_scratch() };
+        map.recycler.take(&mut blocks, &mut batches);
         // SAFETY: we hold the writers' lock exclusively, so the published root stays live
-        // and only this session can retire its nodes; `session` is the active one.
-        let tree = unsafe { CowTree::new(map.root_for_writer(), session.get()) };
+        // and only this session can retire its nodes; `session` is the active one; the
+        // scratch lists are empty (a commit drains them before putting them back).
+        let tree = unsafe { CowTree::new(map.root_for_writer(), session.get(), retired, blocks) };
         Writer {
             map,
             lock: ManuallyDrop::new(lock),
             session,
             tree: ManuallyDrop::new(tree),
-            removed: Vec::new(),
+            removed,
+            batches,
             len: map.len(),
         }
     }
@@ -161,7 +200,7 @@ impl<'a, K: Key, V> Writer<'a, K, V> {
     }
 
     fn link(&mut self, lo: K, hi: K, value: V) {
-        let e = Entry::alloc(value, self.session);
+        let e = Entry::alloc(self.tree.blocks(), value, self.session);
         self.tree.insert(lo, hi, e);
         self.len += 1;
     }
@@ -172,7 +211,7 @@ impl<'a, K: Key, V> Writer<'a, K, V> {
     /// a removed one, and readers that find it in an older version restart (it is detached).
     fn replace(&mut self, at: K, old: NonNull<Entry<K, V>>, range: Range<K>, value: V) {
         self.removed.push(old);
-        let e = Entry::alloc(value, self.session);
+        let e = Entry::alloc(self.tree.blocks(), value, self.session);
         self.tree.replace(at, range.start, range.end, e);
     }
 
@@ -446,7 +485,7 @@ impl<K: Key, V> Drop for Writer<'_, K, V> {
     fn drop(&mut self) {
         // SAFETY: taken once, here; the fields are not used after.
         let tree = unsafe { ManuallyDrop::take(&mut self.tree) };
-        let (root, retired) = tree.into_parts();
+        let (root, mut retired, blocks) = tree.into_parts();
         // 1. Publish the new version (Release inside).
         self.map.publish(root, self.len);
         crate::sync::inject_delay();
@@ -461,15 +500,16 @@ impl<K: Key, V> Drop for Writer<'_, K, V> {
         self.map.domain.end(self.session);
         // 4. Retire what the new version no longer reaches (retire-after-unlink).
         if !retired.is_empty() || !self.removed.is_empty() {
-            let mut batch = Vec::with_capacity(retired.len() + self.removed.len());
-            for n in retired {
+            let mut batch = self.batches.pop().unwrap_or_default();
+            batch.reserve(retired.len() + self.removed.len());
+            for n in retired.drain(..) {
                 // SAFETY: a node allocated by `NodeMut` (global allocator, `layout_of`), no
                 // drop glue; still live, so its layout can be read.
                 batch.push(unsafe { Retired::new(n as *mut u8, NodeMut::layout_of(n)) });
             }
             for e in self.removed.drain(..) {
-                // SAFETY: allocated as a `Box<Entry>`; its value was moved out by the
-                // operation that removed it, so only bytes remain.
+                // SAFETY: allocated with `Entry`'s layout by the global allocator; its value
+                // was moved out by the operation that removed it, so only bytes remain.
                 batch.push(unsafe {
                     Retired::new(e.as_ptr() as *mut u8, Layout::new::<Entry<K, V>>())
                 });
@@ -477,8 +517,17 @@ impl<K: Key, V> Drop for Writer<'_, K, V> {
             // SAFETY: the nodes are published nodes this session replaced: unreachable from
             // the root published in step 1, listed once (CowTree invariant). The entries were
             // unlinked in step 1 and drained to DETACHED in step 2, each listed once.
-            unsafe { reclaim::retire(&reclaim::pin(), batch) };
+            unsafe { self.map.recycler.retire(batch) };
         }
+        // SAFETY: we still hold the writers' lock exclusively (released in step 5).
+        unsafe {
+            self.map.put_scratch(Scratch {
+                blocks,
+                retired,
+                removed: core::mem::take(&mut self.removed),
+                batches: core::mem::take(&mut self.batches),
+            })
+        };
         // 5. Hand the writers' lock over fairly, so readers queued behind this session get
         //    in before a back-to-back session.
         // SAFETY: taken once, here.

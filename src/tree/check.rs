@@ -49,6 +49,7 @@ pub(crate) fn check_tree<K: Key, E>(root: NodeRef<'_, K, E>) -> usize {
 
 #[test]
 fn randomized_edits_keep_invariants() {
+    use crate::reclaim::Blocks;
     use std::collections::BTreeMap;
     // A fake entry type: the tree never dereferences it, so any non-null pointer works.
     type E = u64;
@@ -62,18 +63,28 @@ fn randomized_edits_keep_invariants() {
     let n_ops = if cfg!(miri) { 300 } else { 20_000 };
     let mut model: BTreeMap<u16, u16> = BTreeMap::new();
     let root = NodeMut::<u16, E>::alloc(0, 0).as_ptr();
+    let blocks = Blocks::new([
+        NodeMut::<u16, E>::layout(0),
+        NodeMut::<u16, E>::layout(1),
+        core::alloc::Layout::new::<E>(),
+    ]);
     // SAFETY: a fresh tree owned by this test; sessions are odd.
-    let mut tree = unsafe { CowTree::new(root, 1) };
-    let mut all_retired = Vec::new();
+    let mut tree = unsafe { CowTree::new(root, 1, Vec::new(), blocks) };
     let mut session = 1;
     for op in 0..n_ops {
         if op % 97 == 96 {
-            // "Commit": later edits must copy what this session built.
-            let (r, retired) = tree.into_parts();
-            all_retired.extend(retired);
+            // "Commit": later edits must copy what this session built. With no readers,
+            // the replaced nodes can be reused at once: the next session allocates from
+            // them (so a reuse that corrupted a live node would break the checks below).
+            let (r, mut retired, mut blocks) = tree.into_parts();
+            for n in retired.drain(..) {
+                // SAFETY: replaced nodes, unreachable from `r` (CowTree invariant), each
+                // listed once; no reader exists.
+                unsafe { NodeMut::recycle(n, &mut blocks) };
+            }
             session += 2;
             // SAFETY: as above; nothing was freed that `r` reaches.
-            tree = unsafe { CowTree::new(r, session) };
+            tree = unsafe { CowTree::new(r, session, retired, blocks) };
         }
         let lo = (next() % 4000) as u16;
         let len = (next() % 8 + 1) as u16;
@@ -112,9 +123,9 @@ fn randomized_edits_keep_invariants() {
         }
     }
     check_tree(tree.root());
-    let (root, retired) = tree.into_parts();
-    all_retired.extend(retired);
-    // Free everything: the final tree, and the retired versions' nodes that it does not share.
+    let (root, retired, blocks) = tree.into_parts();
+    drop(blocks);
+    // Free everything: the final tree, and the nodes the last session replaced.
     let mut live = std::collections::HashSet::new();
     // SAFETY: the final root is live.
     let r = unsafe { NodeRef::new(NonNull::new(root).unwrap()) };
@@ -125,7 +136,7 @@ fn randomized_edits_keep_invariants() {
         // SAFETY: each live node once; nothing uses them after.
         unsafe { NodeMut::free(n as *mut super::node::Node<u16, E>) };
     }
-    for n in all_retired {
+    for n in retired {
         // SAFETY: retired nodes are unreachable from the final tree and listed once.
         unsafe { NodeMut::free(n) };
     }

@@ -14,6 +14,7 @@ use smallvec::SmallVec;
 use super::node::{Node, NodeMut, NodeRef, Summary, B, MIN};
 use super::search::{lookup, Found};
 use crate::key::Key;
+use crate::reclaim::Blocks;
 
 type Path<K, E> = SmallVec<[(NodeMut<K, E>, usize); 8]>;
 
@@ -22,11 +23,13 @@ type Path<K, E> = SmallVec<[(NodeMut<K, E>, usize); 8]>;
 /// Invariants: `root` is a well-formed tree (see [`Node`]); every node reachable from it is
 /// either born in `session` (unpublished, mutable through a [`NodeMut`]) or published and
 /// untouched; `retired` holds the published nodes this session replaced, none of them
-/// reachable from `root`.
+/// reachable from `root`. New nodes come from `blocks`, and nodes the session allocated
+/// and unlinked again go back there.
 pub(crate) struct CowTree<K, E> {
     root: *mut Node<K, E>,
     session: u64,
     retired: Vec<*mut Node<K, E>>,
+    blocks: Blocks,
 }
 
 impl<K: Key, E> CowTree<K, E> {
@@ -35,12 +38,25 @@ impl<K: Key, E> CowTree<K, E> {
     /// # Safety
     /// `root` is a live, well-formed tree that stays allocated for the session (only this
     /// session may retire its nodes), and `session` is the active session's sequence.
-    pub(crate) unsafe fn new(root: *mut Node<K, E>, session: u64) -> Self {
+    /// `retired` is empty (a list kept for its capacity).
+    pub(crate) unsafe fn new(
+        root: *mut Node<K, E>,
+        session: u64,
+        retired: Vec<*mut Node<K, E>>,
+        blocks: Blocks,
+    ) -> Self {
+        debug_assert!(retired.is_empty());
         CowTree {
             root,
             session,
-            retired: Vec::new(),
+            retired,
+            blocks,
         }
+    }
+
+    /// The free blocks the session allocates from (entries too).
+    pub(crate) fn blocks(&mut self) -> &mut Blocks {
+        &mut self.blocks
     }
 
     /// The working root, read-only.
@@ -50,9 +66,10 @@ impl<K: Key, E> CowTree<K, E> {
         unsafe { NodeRef::new(NonNull::new_unchecked(self.root)) }
     }
 
-    /// The root to publish and the replaced nodes to retire after publishing.
-    pub(crate) fn into_parts(self) -> (*mut Node<K, E>, Vec<*mut Node<K, E>>) {
-        (self.root, self.retired)
+    /// The root to publish, the replaced nodes to retire after publishing, and the free
+    /// blocks left.
+    pub(crate) fn into_parts(self) -> (*mut Node<K, E>, Vec<*mut Node<K, E>>, Blocks) {
+        (self.root, self.retired, self.blocks)
     }
 
     /// The session's own copy of `ptr`: itself if born in this session, else a fresh copy
@@ -66,7 +83,7 @@ impl<K: Key, E> CowTree<K, E> {
             unsafe { NodeMut::from_owned(ptr) }
         } else {
             self.retired.push(ptr);
-            NodeMut::copy_of(r, self.session)
+            NodeMut::copy_of(r, self.session, &mut self.blocks)
         }
     }
 
@@ -100,7 +117,7 @@ impl<K: Key, E> CowTree<K, E> {
             node.insert_slot(pos, s, ptr);
             return None;
         }
-        let sib = NodeMut::alloc(self.session, node.as_ref().level());
+        let sib = NodeMut::alloc_in(&mut self.blocks, self.session, node.as_ref().level());
         // An append (the new slot goes after the last one: ascending inserts, the usual
         // way address spaces and allocators grow) keeps the left node nearly full, since
         // nothing will land in it again; other splits halve. Both sides keep >= MIN.
@@ -140,7 +157,7 @@ impl<K: Key, E> CowTree<K, E> {
             child = parent;
         }
         if let Some(sib) = split {
-            let top = NodeMut::alloc(self.session, child.as_ref().level() + 1);
+            let top = NodeMut::alloc_in(&mut self.blocks, self.session, child.as_ref().level() + 1);
             top.insert_slot(0, child.as_ref().summary(), child.as_ptr() as _);
             top.insert_slot(1, sib.as_ref().summary(), sib.as_ptr() as _);
             self.root = top.as_ptr();
@@ -214,7 +231,7 @@ impl<K: Key, E> CowTree<K, E> {
             parent.remove_slot(ri);
             // SAFETY: `right` is born in this session (it came from `own`), so unpublished,
             // and it was just unlinked from its only parent.
-            unsafe { NodeMut::free(right.as_ptr()) };
+            unsafe { NodeMut::recycle(right.as_ptr(), &mut self.blocks) };
             // Non-empty: the sibling of an underfull child has at least `MIN` slots.
             parent.set_summary(li, left.as_ref().summary());
         } else {
@@ -249,7 +266,7 @@ impl<K: Key, E> CowTree<K, E> {
             // SAFETY: the edit that left the root with one child began by owning the root
             // (`descend_mut`), so it is born in this session and unpublished; it was just
             // unlinked.
-            unsafe { NodeMut::free(old) };
+            unsafe { NodeMut::recycle(old, &mut self.blocks) };
         }
     }
 }

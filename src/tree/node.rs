@@ -46,6 +46,7 @@ use core::marker::PhantomData;
 use core::ptr::NonNull;
 
 use crate::key::Key;
+use crate::reclaim::{Blocks, Retired};
 
 /// Slots per node.
 pub(crate) const B: usize = 16;
@@ -242,7 +243,8 @@ impl<K, E> Clone for NodeMut<K, E> {
 impl<K, E> Copy for NodeMut<K, E> {}
 
 impl<K: Key, E> NodeMut<K, E> {
-    fn layout(level: u8) -> Layout {
+    /// The layout of a node of `level` (a leaf's for 0, an internal node's otherwise).
+    pub(crate) fn layout(level: u8) -> Layout {
         if level == 0 {
             Layout::new::<Node<K, E>>()
         } else {
@@ -250,9 +252,27 @@ impl<K: Key, E> NodeMut<K, E> {
         }
     }
 
-    /// A new empty node of `level`, born in session `born`.
-    pub(crate) fn alloc(born: u64, level: u8) -> Self {
-        let node = Node {
+    /// A new empty node of `level`, born in session `born`, in a block from `blocks`.
+    pub(crate) fn alloc_in(blocks: &mut Blocks, born: u64, level: u8) -> Self {
+        let block = blocks.alloc(Self::layout(level));
+        let node = Self::empty(born, level);
+        // SAFETY: `block` is unused memory with the layout of `Node` (level 0) or
+        // `Internal` (else), so writing that value there is in bounds and aligned.
+        unsafe {
+            if level == 0 {
+                block.cast::<Node<K, E>>().as_ptr().write(node);
+            } else {
+                block.cast::<Internal<K, E>>().as_ptr().write(Internal {
+                    node,
+                    gap: [K::ZERO; B],
+                });
+            }
+        }
+        NodeMut { ptr: block.cast() }
+    }
+
+    fn empty(born: u64, level: u8) -> Node<K, E> {
+        Node {
             born,
             level,
             len: 0,
@@ -260,7 +280,13 @@ impl<K: Key, E> NodeMut<K, E> {
             hi: [K::ZERO; B],
             ptr: [core::ptr::null_mut(); B],
             _entry: PhantomData,
-        };
+        }
+    }
+
+    /// A new empty node of `level`, born in session `born` (outside a session: a new map's
+    /// first leaf, a bulk build).
+    pub(crate) fn alloc(born: u64, level: u8) -> Self {
+        let node = Self::empty(born, level);
         let ptr = if level == 0 {
             Box::into_raw(Box::new(node))
         } else {
@@ -286,18 +312,16 @@ impl<K: Key, E> NodeMut<K, E> {
         }
     }
 
-    /// A copy of `src` born in session `born` (children and entries are shared, not copied).
-    pub(crate) fn copy_of(src: NodeRef<'_, K, E>, born: u64) -> Self {
+    /// A copy of `src` born in session `born` (children and entries are shared, not
+    /// copied), in a block from `blocks`.
+    pub(crate) fn copy_of(src: NodeRef<'_, K, E>, born: u64, blocks: &mut Blocks) -> Self {
         let layout = Self::layout(src.level());
-        // SAFETY: the layout is non-zero-sized. `src` is live (its handle's contract) and
-        // has that same layout (both kinds are chosen by level the same way), so copying
-        // its bytes fully initialises the new block; nobody else can see the block yet.
+        let dst = blocks.alloc(layout).cast::<Node<K, E>>().as_ptr();
+        // SAFETY: `dst` is an unused block of `layout`. `src` is live (its handle's
+        // contract) and has that same layout (both kinds are chosen by level the same way),
+        // so copying its bytes fully initialises the block; nobody else can see it yet.
         // `Node`/`Internal` hold only plain data, so a byte copy is a valid value.
         unsafe {
-            let dst = std::alloc::alloc(layout) as *mut Node<K, E>;
-            if dst.is_null() {
-                std::alloc::handle_alloc_error(layout);
-            }
             core::ptr::copy_nonoverlapping(
                 src.as_ptr() as *const u8,
                 dst as *mut u8,
@@ -324,6 +348,17 @@ impl<K: Key, E> NodeMut<K, E> {
                 drop(Box::from_raw(ptr as *mut Internal<K, E>));
             }
         }
+    }
+
+    /// Put an unpublished node's block in `blocks` for reuse. Children and entries are not
+    /// touched.
+    ///
+    /// # Safety
+    /// As for [`free`](Self::free), and the node was never published.
+    pub(crate) unsafe fn recycle(ptr: *mut Node<K, E>, blocks: &mut Blocks) {
+        // SAFETY: caller contract: a live node allocated with its level's layout by the
+        // global allocator (`alloc`, `alloc_in` or `copy_of`), plain data, unreachable.
+        unsafe { blocks.put(Retired::new(ptr as *mut u8, Self::layout_of(ptr))) }
     }
 
     /// The layout the node at `ptr` was allocated with, for deferred freeing.
