@@ -360,14 +360,16 @@ fn throughput(plan: &Plan, args: &Args) -> ExitCode {
     let s = &rcu.stats;
     let lookups = s.success + s.miss + s.abort;
     println!(
-        "{} lock stats ({lookups} lookups): fast path {:.3}% ({} hits + {} misses); fallbacks \
-         to the map-wide lock: {} (entry locked by a session, or reader limit), {} granted on \
-         the slow path; fast-path restarts (entry removed or replaced meanwhile): {}",
+        "{} lock stats ({lookups} lookups): fast path at once {:.3}% ({} hits + {} misses); \
+         refused: {} (entry locked by a session, or reader limit), of which {} granted after \
+         waiting for the session without a lock and {} on the slow path under the map-wide \
+         lock; fast-path restarts (entry removed or replaced meanwhile): {}",
         Rcu::NAME,
         100.0 * (s.success + s.miss) as f64 / lookups.max(1) as f64,
         s.success,
         s.miss,
         s.abort,
+        s.waited,
         s.slow,
         s.retry
     );

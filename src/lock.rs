@@ -68,6 +68,10 @@ const SPINS: u32 = 64;
 #[cfg(loom)]
 const SPINS: u32 = 0; // a yield here hides the park path from loom (tests/loom.rs)
 
+/// Yields (after `SPINS` spins) a reader refused by a session waits for it to end, holding
+/// nothing, before it gives up and queues on the map-wide lock (`LockDomain::wait_session_end`).
+const WAIT_YIELDS: u32 = 16;
+
 /// Why a read lock was refused.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum ReadFail {
@@ -142,6 +146,33 @@ impl LockDomain {
     pub fn current(&self) -> u64 {
         // Relaxed: a snapshot for diagnostics and tests; protocol decisions reload.
         self.seq.load(Ordering::Relaxed)
+    }
+
+    /// Reader side: wait, holding nothing, until the session active now (if any) has ended —
+    /// spin briefly, then yield, a bounded number of times. Returns whether no session or a
+    /// different one was active at the last look (then a retried lookup may succeed); `false`
+    /// means the session is still running and the caller should block elsewhere.
+    ///
+    /// A refused reader that waits here rather than on the writers' lock leaves the next
+    /// session free to start the moment this one ends.
+    pub fn wait_session_end(&self) -> bool {
+        // Relaxed, both loads: they only decide how long to wait. The caller's retried
+        // `try_read` re-checks the sequence with Acquire before it trusts anything.
+        let s = self.seq.load(Ordering::Relaxed);
+        if s % 2 == 0 {
+            return true;
+        }
+        for i in 0..SPINS + WAIT_YIELDS {
+            if i < SPINS {
+                sync::spin();
+            } else {
+                sync::yield_now();
+            }
+            if self.seq.load(Ordering::Relaxed) != s {
+                return true;
+            }
+        }
+        false
     }
 
     /// Wake the active writer, if one waits.

@@ -1,8 +1,9 @@
 //! `RangeMap`: lookups, iteration and free-space queries for readers.
 //!
-//! Owns: the published root, the lookup-then-read-lock protocol (fast path, retry, slow
-//! path under the map-wide lock), iterators and the map's teardown. Must not: change the
-//! tree (that is `Writer`'s job) or hold an epoch pin beyond one descent.
+//! Owns: the published root, the lookup-then-read-lock protocol (fast path, retry, a
+//! lock-free wait for the session holding the entry, slow path under the map-wide lock),
+//! iterators and the map's teardown. Must not: change the tree (that is `Writer`'s job) or
+//! hold an epoch pin beyond one descent.
 
 use core::cell::UnsafeCell;
 use core::fmt;
@@ -73,6 +74,10 @@ impl<K: Key, V> Default for RangeMap<K, V> {
         Self::new()
     }
 }
+
+/// Sessions a refused lookup waits out, holding nothing, before it queues on the writers'
+/// lock.
+const LOCKED_RETRIES: u32 = 4;
 
 /// Outcome of one fast-path attempt.
 enum Fast<'a, K: Key, V> {
@@ -151,15 +156,20 @@ impl<K: Key, V> RangeMap<K, V> {
     /// the root under a fresh pin (no pointer survives an unpin). A granted count needs no
     /// re-check: the entry is attached, so it is in the current version, with the range the
     /// version we descended stored beside it (entries never change range, see `Entry`).
+    ///
+    /// `first`: this is the lookup's first attempt, whose hit or miss the statistics count
+    /// (a retry after waiting for a session counts as `waited`, in `locate`).
     #[inline]
-    fn fast<F>(&self, find: &F) -> Fast<'_, K, V>
+    fn fast<F>(&self, find: &F, first: bool) -> Fast<'_, K, V>
     where
         F: Fn(NodeRef<'_, K, Entry<K, V>>) -> Option<Found<Entry<K, V>, K>>,
     {
         loop {
             let pin = reclaim::pin();
             let Some(found) = find(self.root(&pin)) else {
-                self.stats.count(Event::Miss);
+                if first {
+                    self.stats.count(Event::Miss);
+                }
                 return Fast::Vacant;
             };
             // SAFETY: reached from the pinned root, so allocated until `pin` drops.
@@ -167,7 +177,9 @@ impl<K: Key, V> RangeMap<K, V> {
             match entry.lock.try_read(&self.domain) {
                 Ok(()) => {
                     drop(pin);
-                    self.stats.count(Event::Success);
+                    if first {
+                        self.stats.count(Event::Success);
+                    }
                     // SAFETY: `try_read` granted us one count, which the guard takes over;
                     // `found` holds the entry's range as the version stored it.
                     return Fast::Hit(unsafe {
@@ -176,7 +188,9 @@ impl<K: Key, V> RangeMap<K, V> {
                 }
                 Err(ReadFail::Detached) => self.stats.count(Event::Retry),
                 Err(why) => {
-                    self.stats.count(Event::Abort);
+                    if first {
+                        self.stats.count(Event::Abort);
+                    }
                     return Fast::Refused(why);
                 }
             }
@@ -214,9 +228,30 @@ impl<K: Key, V> RangeMap<K, V> {
     where
         F: Fn(NodeRef<'_, K, Entry<K, V>>) -> Option<Found<Entry<K, V>, K>>,
     {
-        match self.fast(&find) {
+        match self.fast(&find, true) {
             Fast::Hit(g) => Some(g),
             Fast::Vacant => None,
+            Fast::Refused(ReadFail::Locked) => {
+                // A session holds the entry. Wait for it to end holding nothing, so that the
+                // next session can start at once, and retry; only if sessions keep holding
+                // it (or one runs long) queue on the writers' lock, which no session can
+                // overtake.
+                for _ in 0..LOCKED_RETRIES {
+                    if !self.domain.wait_session_end() {
+                        break;
+                    }
+                    match self.fast(&find, false) {
+                        Fast::Hit(g) => {
+                            self.stats.count(Event::Waited);
+                            return Some(g);
+                        }
+                        Fast::Vacant => return None,
+                        Fast::Refused(ReadFail::Locked) => {}
+                        Fast::Refused(_) => break,
+                    }
+                }
+                self.slow(&find)
+            }
             Fast::Refused(_) => self.slow(&find),
         }
     }
@@ -224,9 +259,10 @@ impl<K: Key, V> RangeMap<K, V> {
     /// The entry holding `key`, read-locked: lookup-then-read-lock.
     ///
     /// Lock-free fast path (an epoch pin for the descent, one compare-and-swap on the entry's
-    /// count). If a writer session holds that entry, waits for the session to commit (on the
-    /// map-wide lock, shared) — never answers a spurious `None`: a key covered both before
-    /// and after every session is always found. O(log n).
+    /// count). If a writer session holds that entry, waits for the session to commit — first
+    /// briefly without any lock (spinning, then yielding) and retrying, then on the
+    /// map-wide lock, shared — and never answers a spurious `None`: a key covered both
+    /// before and after every session is always found. O(log n).
     ///
     /// ```
     /// use rcu_rangemap::RangeMap;
@@ -260,7 +296,7 @@ impl<K: Key, V> RangeMap<K, V> {
     /// assert_eq!(map.try_get(10).unwrap_err(), TryGetError::Vacant);
     /// ```
     pub fn try_get(&self, key: K) -> Result<ReadGuard<'_, K, V>, TryGetError> {
-        match self.fast(&|root| search::lookup(root, key)) {
+        match self.fast(&|root| search::lookup(root, key), true) {
             Fast::Hit(g) => Ok(g),
             Fast::Vacant => Err(TryGetError::Vacant),
             Fast::Refused(ReadFail::Limit) => Err(TryGetError::Limit),

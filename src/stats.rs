@@ -24,8 +24,9 @@ const SHARDS: usize = 16;
 pub struct Stats {
     /// Fast-path lookups that read-locked their entry without any map-wide lock.
     pub success: u64,
-    /// Fast paths that gave up (entry locked by a session, or reader limit) and fell back
-    /// to the map-wide lock.
+    /// Lookups whose fast path was refused (entry locked by a session, or reader limit).
+    /// `get` then waits for the session to end and retries ([`waited`](Self::waited)), or
+    /// takes the map-wide lock ([`slow`](Self::slow)); `try_get` answers an error.
     pub abort: u64,
     /// Fast paths restarted from the root (the entry found was detached: a commit removed or
     /// replaced it meanwhile).
@@ -34,6 +35,9 @@ pub struct Stats {
     pub miss: u64,
     /// Read locks granted on the slow path, under the map-wide lock.
     pub slow: u64,
+    /// Read locks granted on the fast path after waiting, without any lock, for the
+    /// session that held the entry to end.
+    pub waited: u64,
 }
 
 #[derive(Clone, Copy)]
@@ -43,9 +47,10 @@ pub(crate) enum Event {
     Retry = 2,
     Miss = 3,
     Slow = 4,
+    Waited = 5,
 }
 
-type Shard = [AtomicU64; 5];
+type Shard = [AtomicU64; 6];
 
 pub(crate) struct Counters {
     shards: Box<[CachePadded<Shard>; SHARDS]>,
@@ -100,6 +105,7 @@ impl Counters {
             retry: sum(Event::Retry),
             miss: sum(Event::Miss),
             slow: sum(Event::Slow),
+            waited: sum(Event::Waited),
         }
     }
 }

@@ -30,6 +30,15 @@ pub(crate) fn spin() {
     core::hint::spin_loop();
 }
 
+/// Give the CPU to another thread (a real yield under loom too).
+#[inline]
+pub(crate) fn yield_now() {
+    #[cfg(loom)]
+    loom::thread::yield_now();
+    #[cfg(not(loom))]
+    std::thread::yield_now();
+}
+
 /// Delay injection (feature `delay-injection`, test-only): at the marked points of the lock
 /// and commit paths, sometimes yield or sleep so stress tests widen the race windows.
 /// Compiles to nothing without the feature and under loom (loom already explores every

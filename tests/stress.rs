@@ -844,3 +844,27 @@ fn liveness() {
     }
     assert_eq!(*map.get(5).unwrap(), sessions);
 }
+
+/// A `get` refused by a session waits for it (first without any lock, then on the writers'
+/// lock) and reads what the session committed; the statistics count the lookup once as
+/// refused and once as granted after the wait, never as a fast-path hit.
+#[test]
+fn blocked_get_reads_the_commit() {
+    let map: RangeMap<u64, u64> = RangeMap::new();
+    map.write().try_insert(0..10, 1).unwrap();
+    let mut w = map.write();
+    *w.get_mut(5).unwrap().1 = 2;
+    thread::scope(|s| {
+        let reader = s.spawn(|| *map.get(5).expect("0..10 stays present"));
+        // Not a timing assumption: wait until the reader has been refused, however long
+        // that takes, then commit (the reader is waiting or queued on the writers' lock).
+        while map.stats().abort == 0 {
+            thread::yield_now();
+        }
+        w.commit();
+        assert_eq!(reader.join().unwrap(), 2, "the reader saw the old value");
+    });
+    let st = map.stats();
+    assert_eq!((st.success, st.miss, st.abort), (0, 0, 1), "{st:?}");
+    assert_eq!(st.waited + st.slow, 1, "{st:?}");
+}

@@ -204,9 +204,9 @@ impl Ours {
     pub fn stats_line(&self) -> String {
         let s = self.0.stats();
         format!(
-            "fast-path successes {}, aborts to the slow path {}, retries {}, misses {}, \
-             slow-path grants {}",
-            s.success, s.abort, s.retry, s.miss, s.slow
+            "fast-path successes {}, refusals {}, retries {}, misses {}, grants after waiting \
+             for the session {}, slow-path grants {}",
+            s.success, s.abort, s.retry, s.miss, s.waited, s.slow
         )
     }
 }

@@ -344,4 +344,5 @@ pub fn add_stats(a: &mut Stats, b: &Stats) {
     a.retry += b.retry;
     a.miss += b.miss;
     a.slow += b.slow;
+    a.waited += b.waited;
 }
