@@ -124,12 +124,18 @@ impl LockDomain {
 
     /// Start a session. The caller must hold the writers' exclusive lock.
     pub fn begin(&self) -> Session {
-        // Relaxed: only the (serialised) writer stores `seq`. Readers rely on this value
-        // only through the entry they increment: `write_lock`'s Release subtraction
-        // comes after this store, so a reader acquiring the count sees it.
+        // Relaxed load: only the (serialised) writer stores `seq`.
         let s = self.seq.load(Ordering::Relaxed) + 1;
         debug_assert!(s % 2 == 1, "a session is already active");
-        self.seq.store(s, Ordering::Relaxed);
+        // Release, not Relaxed: pairs with the Acquire re-check in `try_read`. A reader
+        // that took its count in the previous session's time can read this value there
+        // instead of that session's `end`; it then passes (its entry's `seq` is the older
+        // session's) and reads what that session wrote. A plain store does not continue
+        // `end`'s release sequence, so this store must carry the order itself: everything
+        // before it (the previous session, through the writers' lock if another thread ran
+        // it) happens before that reader's read. Found by Miri (`lock_stress`); the loom
+        // model `reader_meets_the_next_session` fails without it.
+        self.seq.store(s, Ordering::Release);
         Session(s)
     }
 

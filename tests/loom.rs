@@ -16,6 +16,7 @@
 //! | `read_limit_two_fast_readers`          | at `READ_LIMIT - 1` two racing `try_read`s: exactly one succeeds, the other gets `Limit` and leaves the count unchanged |
 //! | `read_limit_fast_and_slow_reader`      | the same with one fast-path and one slow-path (`read_locked`) reader |
 //! | `session_end_unlocks_all_entries`      | two entries locked in one session refuse a reader with `Locked` during it, and both accept it (with the session's writes visible) once the reader sees the domain sequence move |
+//! | `reader_meets_the_next_session`        | a reader whose re-check reads the *next* session's start (not the end of the session that wrote the entry) still has that writer's data in happens-before order: found by Miri in `lock_stress` (begin stored the sequence Relaxed, and a plain store does not continue `end`'s release sequence) |
 //! | `transient_reader_of_removed_entry`    | a reader that meets an entry the session holds and then removes never gets `Ok`, in any interleaving, and the entry is retired only after its count is back to `DETACHED` |
 //!
 //! What the suite relies on, and its known blind spots:
@@ -650,5 +651,43 @@ fn transient_reader_of_removed_entry() {
             DETACHED,
             "a count came back after the detach"
         );
+    });
+}
+
+/// A writer runs session 1, which locks the entry and writes it, then session 2, which does
+/// not touch it. A reader whose count increment reads from session 1's unlocking
+/// subtraction can see session 2's start (3) in its re-check instead of session 1's end
+/// (2); it then gets `Ok`, and its read of session 1's data must still be ordered after the
+/// writes — so `begin` must release, not just store. Miri found the missing order in
+/// `src/lock_stress.rs`; with `begin` storing Relaxed this model fails with a data race.
+#[test]
+fn reader_meets_the_next_session() {
+    model(|| {
+        let domain = Arc::new(LockDomain::new());
+        let entry = Arc::new(Entry::new());
+        let writer = {
+            let (domain, entry) = (domain.clone(), entry.clone());
+            thread::spawn(move || {
+                let s1 = domain.begin();
+                entry.lock.write_lock(&domain, s1);
+                entry.write_two_steps(1);
+                domain.end(s1);
+                let s2 = domain.begin();
+                domain.end(s2);
+            })
+        };
+        let reader = {
+            let (domain, entry) = (domain.clone(), entry.clone());
+            thread::spawn(move || {
+                if entry.lock.try_read(&domain).is_ok() {
+                    let (a, b) = entry.read();
+                    entry.lock.read_unlock(&domain);
+                    assert_eq!(a, b, "torn read: ({a}, {b})");
+                }
+            })
+        };
+        writer.join().unwrap();
+        reader.join().unwrap();
+        assert_eq!(entry.read(), (1, 1));
     });
 }
