@@ -39,6 +39,8 @@ pub(crate) use crossbeam_epoch::Guard;
 
 /// Most blocks a map's pool keeps waiting for the next session (the rest are freed).
 const POOL_CAP: usize = 16384;
+/// A retire batch of at least this many blocks is pushed to the collector at once.
+const FLUSH_AT: usize = 32;
 /// Most free blocks of one layout a session keeps.
 const CLASS_CAP: usize = 8192;
 
@@ -171,6 +173,7 @@ impl Recycler {
     /// Every block is unreachable from every published tree version (retire-after-unlink),
     /// needs no drop glue, and is retired exactly once.
     pub(crate) unsafe fn retire(&self, batch: Vec<Retired>) {
+        let big = batch.len() >= FLUSH_AT;
         let batch = Batch(batch);
         let pool = Arc::clone(&self.pool);
         let guard = pin();
@@ -178,6 +181,13 @@ impl Recycler {
         // function only moves them into the pool (which keeps or frees them by layout).
         unsafe {
             guard.defer_unchecked(move || pool.give_back(batch));
+        }
+        if big {
+            // Hand this thread's deferred functions to the global queue now and collect
+            // what is ripe, instead of after 64 commits: a large batch then comes back to
+            // the pool a few sessions later rather than after thousands of blocks have
+            // piled up beyond the pool's caps (and gone back to the allocator).
+            guard.flush();
         }
     }
 }

@@ -338,7 +338,7 @@ impl<'a, K: Key, V> Writer<'a, K, V> {
             let (lo, hi) = (f.lo, f.hi);
             match plan {
                 Plan::Whole => {
-                    self.tree.remove(lo);
+                    self.tree.remove_present(lo);
                     self.removed.push(h.ptr());
                     self.len -= 1;
                     out.items.push((lo..hi, h.take_value()));
@@ -381,7 +381,7 @@ impl<'a, K: Key, V> Writer<'a, K, V> {
     pub fn remove_entry(&mut self, key: K) -> Option<(Range<K>, V)> {
         let f = self.find(key)?;
         let h = self.hold(f.entry);
-        self.tree.remove(key);
+        self.tree.remove_present(key);
         self.removed.push(h.ptr());
         self.len -= 1;
         Some((f.lo..f.hi, h.take_value()))

@@ -12,7 +12,7 @@ use core::ptr::NonNull;
 use smallvec::SmallVec;
 
 use super::node::{Node, NodeMut, NodeRef, Summary, B, MIN};
-use super::search::{lookup, Found};
+use super::search::Found;
 use crate::key::Key;
 use crate::reclaim::Blocks;
 
@@ -165,11 +165,20 @@ impl<K: Key, E> CowTree<K, E> {
     }
 
     /// Remove the entry whose range holds `key`; returns it with its bounds.
+    #[cfg(test)]
     pub(crate) fn remove(&mut self, key: K) -> Option<Found<E, K>> {
-        lookup(self.root(), key)?;
+        super::search::lookup(self.root(), key)?;
+        Some(self.remove_present(key))
+    }
+
+    /// Remove the entry whose range holds `key`, which the caller found in the working tree
+    /// (the descent copies the path, so it must not be taken for an absent key); returns it
+    /// with its bounds.
+    pub(crate) fn remove_present(&mut self, key: K) -> Found<E, K> {
         let (path, leaf) = self.descend_mut(key);
-        let i = leaf.as_ref().rank(key) - 1;
-        let (s, p) = leaf.remove_slot(i);
+        let rank = leaf.as_ref().rank(key);
+        debug_assert!(rank > 0 && key < leaf.as_ref().hi(rank - 1), "remove_present: absent");
+        let (s, p) = leaf.remove_slot(rank - 1);
         let mut child = leaf;
         for &(parent, idx) in path.iter().rev() {
             if child.as_ref().len() < MIN {
@@ -180,12 +189,12 @@ impl<K: Key, E> CowTree<K, E> {
             child = parent;
         }
         self.collapse_root();
-        Some(Found {
+        Found {
             // SAFETY: leaf slots hold non-null entry pointers.
             entry: unsafe { NonNull::new_unchecked(p as *mut E) },
             lo: s.lo,
             hi: s.hi,
-        })
+        }
     }
 
     /// Point the slot whose range holds `key` at `entry`, with bounds `lo..hi`, which must
