@@ -51,7 +51,8 @@ pub enum Fit {
 /// 16,384 blocks waiting plus 8,192 of each of the three block sizes, freed with the map.
 //
 // Invariant: `scratch` is read and written only by the writer session that holds
-// `writers` exclusively (`take_scratch`/`put_scratch`), or through `&mut self`.
+// `writers` exclusively (through `scratch_ptr`, never past its unlock), or through
+// `&mut self`.
 pub struct RangeMap<K: Key, V> {
     /// The published tree version. Stored (Release) only by a committing writer.
     root: AtomicPtr<TreeNode<K, V>>,
@@ -111,22 +112,12 @@ impl<K: Key, V> RangeMap<K, V> {
         }
     }
 
-    /// Take what the previous session left (see [`Scratch`]).
-    ///
-    /// # Safety
-    /// The caller is the writer session holding the writers' lock exclusively.
-    pub(crate) unsafe fn take_scratch(&self) -> Scratch<K, V> {
-        // SAFETY: caller contract: the type's invariant gives us `scratch` alone.
-        unsafe { core::mem::replace(&mut *self.scratch.get(), Scratch::new()) }
-    }
-
-    /// Leave `scratch` for the next session.
-    ///
-    /// # Safety
-    /// As for [`take_scratch`](Self::take_scratch).
-    pub(crate) unsafe fn put_scratch(&self, scratch: Scratch<K, V>) {
-        // SAFETY: caller contract, as in `take_scratch`.
-        unsafe { *self.scratch.get() = scratch }
+    /// Where the writer sessions' [`Scratch`] lives. Dereferencing it is for the session
+    /// that holds the writers' lock exclusively, and only while it holds it (the invariant
+    /// above).
+    pub(crate) fn scratch_ptr(&self) -> NonNull<Scratch<K, V>> {
+        // SAFETY: `UnsafeCell::get` never returns null.
+        unsafe { NonNull::new_unchecked(self.scratch.get()) }
     }
 
     /// The published root, for a reader pinned by `_pin`.

@@ -12,12 +12,19 @@
 //! A session copies every node on the paths it changes and allocates an entry per insert;
 //! the commit retires as many blocks. Through the allocator that was about a third of a
 //! one-op session, and in whichever reader thread crossbeam's collector ran the frees, it
-//! contended with the writer for the allocator's lock. So a map recycles: its commit hands
-//! the retired batch to [`Recycler::retire`], whose deferred function (after the grace
-//! period) only moves the batch into the map's [`Recycler`] pool; the next session takes
-//! the pool's batches into its [`Blocks`] free lists and allocates from them. Blocks go
-//! back to the allocator only beyond the caps below, and when the map and its pending
-//! batches are gone.
+//! contended with the writer for the allocator's lock. So a map recycles:
+//!
+//! 1. A commit puts the blocks it retires in its [`Blocks`]' *limbo* (no epoch work yet).
+//! 2. Once the limbo holds [`BATCH`] blocks, the commit hands them to the collector as one
+//!    batch ([`Recycler::retire`]): one deferred function per batch, whose only work, after
+//!    the grace period, is to move the batch into the map's pool. Handing a block over
+//!    later than its unlink only delays its grace period, so retire-after-unlink holds.
+//! 3. The next session takes the pool's batches into its [`Blocks`] free lists
+//!    ([`Recycler::take`]) and allocates from them.
+//!
+//! With one-op sessions (about five blocks each) that is one deferred function per dozen
+//! sessions instead of one per session. Blocks go back to the allocator only beyond the
+//! caps below, and when the map (with its limbo and pool) is gone.
 //!
 //! # Why crossbeam-epoch, not seize
 //!
@@ -33,16 +40,19 @@
 use core::alloc::Layout;
 use core::ptr::NonNull;
 // Plain std: the pool is not part of the lock protocol that the loom models explore.
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 pub(crate) use crossbeam_epoch::Guard;
 
 /// Most blocks a map's pool keeps waiting for the next session (the rest are freed).
 const POOL_CAP: usize = 16384;
-/// A retire batch of at least this many blocks is pushed to the collector at once.
-const FLUSH_AT: usize = 32;
+/// Blocks a map's limbo collects before they go to the collector as one batch.
+pub(crate) const BATCH: usize = 64;
 /// Most free blocks of one layout a session keeps.
 const CLASS_CAP: usize = 8192;
+/// Emptied batch vectors kept for their capacity.
+const SPARE_CAP: usize = 4;
 
 /// Pin the current thread: memory retired from now on is not freed until this guard (and
 /// every other guard pinned before the retirement) is dropped.
@@ -92,9 +102,12 @@ pub(crate) struct Recycler {
 }
 
 /// Invariant: no thread can reach any block of `ready` (each batch's grace period is over);
-/// `ready` holds at most `POOL_CAP` blocks in all.
+/// `ready` holds at most `POOL_CAP` blocks in all. `nonempty` is set (under the lock) when a
+/// batch is added and cleared when `take` empties `ready`: a hint that spares sessions the
+/// lock when there is nothing to take (a stale reading only delays a take by a session).
 struct Pool {
     ready: Mutex<Ready>,
+    nonempty: AtomicBool,
 }
 
 #[derive(Default)]
@@ -112,6 +125,9 @@ impl Pool {
             if ready.blocks + n <= POOL_CAP {
                 ready.blocks += n;
                 ready.batches.push(batch);
+                // Relaxed: a hint only (see `Pool`); the batch itself is handed over by the
+                // mutex.
+                self.nonempty.store(true, Ordering::Relaxed);
                 None
             } else {
                 Some(batch)
@@ -140,40 +156,69 @@ impl Recycler {
         Recycler {
             pool: Arc::new(Pool {
                 ready: Mutex::new(Ready::default()),
+                nonempty: AtomicBool::new(false),
             }),
         }
     }
 
-    /// Move every block whose grace period is over into `blocks`, and the emptied batch
-    /// vectors into `spare` (for the next retire batches). Never blocks: if a collector is
-    /// handing a batch in right now, the blocks wait for the next session.
-    pub(crate) fn take(&self, blocks: &mut Blocks, spare: &mut Vec<Vec<Retired>>) {
-        let batches = match self.pool.ready.try_lock() {
-            Ok(mut ready) if !ready.batches.is_empty() => {
+    /// Move every block whose grace period is over into `blocks`' free lists. Never blocks:
+    /// if a collector is handing a batch in right now, the blocks wait for the next session.
+    #[inline]
+    pub(crate) fn take(&self, blocks: &mut Blocks) {
+        // Relaxed: a hint (see `Pool`); the blocks are handed over under the mutex below.
+        if !self.pool.nonempty.load(Ordering::Relaxed) {
+            return;
+        }
+        self.take_ready(blocks);
+    }
+
+    #[cold]
+    fn take_ready(&self, blocks: &mut Blocks) {
+        match self.pool.ready.try_lock() {
+            Ok(mut ready) => {
                 ready.blocks = 0;
-                core::mem::take(&mut ready.batches)
+                self.pool.nonempty.store(false, Ordering::Relaxed);
+                // Swap in the empty list kept from last time: no allocation either side.
+                core::mem::swap(&mut ready.batches, &mut blocks.taken);
             }
-            _ => return,
-        };
-        for Batch(mut batch) in batches {
+            Err(_) => return,
+        }
+        let mut taken = core::mem::take(&mut blocks.taken);
+        for Batch(mut batch) in taken.drain(..) {
             for r in batch.drain(..) {
                 // SAFETY: pool invariant: nobody can reach the block.
                 unsafe { blocks.put(r) };
             }
-            if spare.len() < 4 {
-                spare.push(batch);
+            if blocks.spare.len() < SPARE_CAP {
+                blocks.spare.push(batch);
             }
+        }
+        blocks.taken = taken;
+    }
+
+    /// End of a commit: once `blocks`' limbo holds a batch's worth, hand it to the
+    /// collector ([`retire`](Self::retire)).
+    #[inline]
+    pub(crate) fn commit(&self, blocks: &mut Blocks) {
+        if blocks.limbo.len() >= BATCH {
+            let next = blocks
+                .spare
+                .pop()
+                .unwrap_or_else(|| Vec::with_capacity(2 * BATCH));
+            let batch = core::mem::replace(&mut blocks.limbo, next);
+            // SAFETY: `Blocks` invariant: the limbo's blocks are unlinked from every
+            // published version, plain data, each listed once.
+            unsafe { self.retire(batch) };
         }
     }
 
     /// Hand `batch` to the pool once every thread pinned now has unpinned: one deferred
-    /// function per commit, however many blocks it retires.
+    /// function for the whole batch.
     ///
     /// # Safety
     /// Every block is unreachable from every published tree version (retire-after-unlink),
     /// needs no drop glue, and is retired exactly once.
     pub(crate) unsafe fn retire(&self, batch: Vec<Retired>) {
-        let big = batch.len() >= FLUSH_AT;
         let batch = Batch(batch);
         let pool = Arc::clone(&self.pool);
         let guard = pin();
@@ -182,13 +227,11 @@ impl Recycler {
         unsafe {
             guard.defer_unchecked(move || pool.give_back(batch));
         }
-        if big {
-            // Hand this thread's deferred functions to the global queue now and collect
-            // what is ripe, instead of after 64 commits: a large batch then comes back to
-            // the pool a few sessions later rather than after thousands of blocks have
-            // piled up beyond the pool's caps (and gone back to the allocator).
-            guard.flush();
-        }
+        // Hand this thread's deferred functions to the global queue now and collect what
+        // is ripe, instead of after 64 of them: the batch then comes back to the pool a few
+        // sessions later rather than after thousands of blocks have piled up beyond the
+        // pool's caps (and gone back to the allocator).
+        guard.flush();
     }
 }
 
@@ -198,15 +241,25 @@ impl core::fmt::Debug for Recycler {
     }
 }
 
-/// Free blocks a map's writer session allocates nodes and entries from before it asks the
-/// allocator: one free list per layout the map uses (leaf, internal node, entry).
+/// A map's block bookkeeping, carried from one writer session to the next: the free blocks
+/// nodes and entries are allocated from (one free list per layout the map uses: leaf,
+/// internal node, entry), and the retired blocks not yet handed to the collector.
 ///
-/// Invariant: every block in `classes[i].1` was allocated by the global allocator with
-/// layout `classes[i].0`, and no thread can reach it (it was retired and its grace period
-/// is over, or the session allocated it and unlinked it before publishing); each list
-/// holds at most `CLASS_CAP` blocks.
+/// Invariants:
+/// - every block in `classes[i].1` was allocated by the global allocator with layout
+///   `classes[i].0`, and no thread can reach it (it was retired and its grace period is
+///   over, or the session allocated it and unlinked it before publishing); each list holds
+///   at most `CLASS_CAP` blocks;
+/// - every block in `limbo` is unreachable from every tree version published from now on
+///   (a committed session unlinked it), needs no drop glue, and is listed once; readers
+///   pinned before its unlink may still read it, so it is reused or freed only after a
+///   grace period ([`Recycler::commit`], or `Drop`);
+/// - `taken` and `spare` are empty lists kept for their capacity.
 pub(crate) struct Blocks {
     classes: [(Layout, Vec<NonNull<u8>>); 3],
+    limbo: Vec<Retired>,
+    spare: Vec<Vec<Retired>>,
+    taken: Vec<Batch>,
 }
 
 impl Blocks {
@@ -214,7 +267,20 @@ impl Blocks {
     pub(crate) fn new(layouts: [Layout; 3]) -> Self {
         Blocks {
             classes: layouts.map(|l| (l, Vec::new())),
+            limbo: Vec::new(),
+            spare: Vec::new(),
+            taken: Vec::new(),
         }
+    }
+
+    /// Queue a block a committed session unlinked, for reuse after a grace period.
+    ///
+    /// # Safety
+    /// `r`'s block is unreachable from the tree version just published and every later one,
+    /// needs no drop glue, and is queued once.
+    #[inline]
+    pub(crate) unsafe fn retire_later(&mut self, r: Retired) {
+        self.limbo.push(r);
     }
 
     /// A block for `layout`: a recycled one if there is one, else a new allocation.
@@ -251,6 +317,20 @@ impl Blocks {
 
 impl Drop for Blocks {
     fn drop(&mut self) {
+        if !self.limbo.is_empty() {
+            // Readers pinned before the limbo's blocks were unlinked may still read them
+            // (if this is the map's drop, none is left, but a grace period is cheap here).
+            let batch = Batch(core::mem::take(&mut self.limbo));
+            let free = move || {
+                for r in batch.0 {
+                    // SAFETY: type invariant (unlinked, plain data, listed once), and this
+                    // runs after the grace period below.
+                    unsafe { r.dealloc() };
+                }
+            };
+            // SAFETY: `free` runs only once every thread pinned now has unpinned.
+            unsafe { pin().defer_unchecked(free) };
+        }
         for (layout, free) in &mut self.classes {
             for b in free.drain(..) {
                 // SAFETY: type invariant: allocated with `layout`, unreachable.

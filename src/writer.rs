@@ -22,7 +22,7 @@ use crate::map::{want, Fit, RangeMap, TreeNode};
 use crate::reclaim::{Blocks, Retired};
 use crate::tree::cow::CowTree;
 use crate::tree::gap;
-use crate::tree::node::NodeMut;
+use crate::tree::node::{NodeMut, NodeRef};
 use crate::tree::search::{self, Found};
 
 /// An exclusive writer session on a [`RangeMap`], from [`RangeMap::write`].
@@ -64,23 +64,28 @@ pub struct Writer<'a, K: Key, V> {
     /// The writers' lock, held exclusively; released fairly at commit.
     lock: ManuallyDrop<RwLockWriteGuard<'a, ()>>,
     session: Session,
-    tree: ManuallyDrop<CowTree<K, Entry<K, V>>>,
-    /// Entries unlinked by this session: detached at commit, then retired.
-    removed: Vec<NonNull<Entry<K, V>>>,
-    /// Empty vectors for the commit's retire batch (see [`Scratch`]).
-    batches: Vec<Vec<Retired>>,
+    /// The working root (see [`CowTree`]).
+    root: *mut TreeNode<K, V>,
+    /// The map's [`Scratch`], ours while we hold `lock` (`RangeMap`'s invariant). Borrowed
+    /// only for the length of one call ([`scratch`](Self::scratch), [`tree`](Self::tree)),
+    /// so no reference to it outlives the unlock at commit.
+    scratch: NonNull<Scratch<K, V>>,
     len: usize,
 }
 
 /// What a map's writer sessions carry from one session to the next: the free blocks that
-/// nodes and entries are allocated from, and empty lists kept for their capacity. It lives
-/// in the map (see `RangeMap`'s invariants) and is used only by the session that holds the
-/// writers' lock: taken at the session's start, put back at its commit.
+/// nodes and entries are allocated from, the blocks retired by recent commits (see
+/// [`Blocks`]), and empty lists kept for their capacity. It lives in the map (see
+/// `RangeMap`'s invariants) and is used only by the session that holds the writers' lock:
+/// taken at the session's start, put back at its commit.
+///
+/// Between sessions `retired` and `removed` are empty.
 pub(crate) struct Scratch<K: Key, V> {
     blocks: Blocks,
+    /// Published nodes the session replaced (see [`CowTree`]): retired at commit.
     retired: Vec<*mut TreeNode<K, V>>,
+    /// Entries unlinked by the session: detached at commit, then retired.
     removed: Vec<NonNull<Entry<K, V>>>,
-    batches: Vec<Vec<Retired>>,
 }
 
 impl<K: Key, V> Scratch<K, V> {
@@ -94,7 +99,6 @@ impl<K: Key, V> Scratch<K, V> {
             ]),
             retired: Vec::new(),
             removed: Vec::new(),
-            batches: Vec::new(),
         }
     }
 }
@@ -117,32 +121,53 @@ impl<'a, K: Key, V> Writer<'a, K, V> {
     pub(crate) fn new(map: &'a RangeMap<K, V>) -> Self {
         let lock = map.writers.write();
         let session = map.domain.begin();
-        // SAFETY: we hold the writers' lock exclusively.
-        let Scratch {
-            mut blocks,
-            retired,
-            removed,
-            mut batches,
-        } = unsafe { map.take_scratch() };
-        map.recycler.take(&mut blocks, &mut batches);
-        // SAFETY: we hold the writers' lock exclusively, so the published root stays live
-        // and only this session can retire its nodes; `session` is the active one; the
-        // scratch lists are empty (a commit drains them before putting them back).
-        let tree = unsafe { CowTree::new(map.root_for_writer(), session.get(), retired, blocks) };
+        let scratch = map.scratch_ptr();
+        // SAFETY: we hold the writers' lock exclusively, so the scratch is ours (`RangeMap`'s
+        // invariant); the borrow ends here.
+        map.recycler
+            .take(unsafe { &mut (*scratch.as_ptr()).blocks });
         Writer {
             map,
             lock: ManuallyDrop::new(lock),
             session,
-            tree: ManuallyDrop::new(tree),
-            removed,
-            batches,
+            root: map.root_for_writer(),
+            scratch,
             len: map.len(),
         }
     }
 
+    /// The map's scratch, for the length of one call.
+    #[inline]
+    fn scratch(&mut self) -> &mut Scratch<K, V> {
+        // SAFETY: we hold the writers' lock until our drop ends (`RangeMap`'s invariant makes
+        // the scratch ours meanwhile), and `&mut self` keeps this borrow unique.
+        unsafe { &mut *self.scratch.as_ptr() }
+    }
+
+    /// The working tree, for one edit.
+    #[inline]
+    fn tree(&mut self) -> CowTree<'_, K, Entry<K, V>> {
+        let session = self.session.get();
+        // SAFETY: as in `scratch`; disjoint fields of it.
+        let s = unsafe { &mut *self.scratch.as_ptr() };
+        // SAFETY: we hold the writers' lock, so the published root our working root started
+        // from stays live and only this session retires its nodes; `session` is the active
+        // one; `s.retired` is what the edits of this session listed (CowTree's invariant,
+        // kept by always editing through this view).
+        unsafe { CowTree::new(&mut self.root, session, &mut s.retired, &mut s.blocks) }
+    }
+
+    /// The working root, read-only.
+    #[inline]
+    fn root(&self) -> NodeRef<'_, K, Entry<K, V>> {
+        // SAFETY: the working root is live for the session (CowTree's invariant), and no
+        // edit can run while `&self` is borrowed.
+        unsafe { NodeRef::new(NonNull::new_unchecked(self.root)) }
+    }
+
     /// The entry of the working tree holding `key`.
     fn find(&self, key: K) -> Option<Found<Entry<K, V>, K>> {
-        search::lookup(self.tree.root(), key)
+        search::lookup(self.root(), key)
     }
 
     /// Write-lock an entry of the working tree.
@@ -186,7 +211,7 @@ impl<'a, K: Key, V> Writer<'a, K, V> {
                 value,
             ));
         }
-        if let Some(f) = search::first_overlapping(self.tree.root(), range.start, range.end) {
+        if let Some(f) = search::first_overlapping(self.root(), range.start, range.end) {
             return Err(InsertError::new(
                 InsertErrorKind::Occupied {
                     existing: f.lo..f.hi,
@@ -200,8 +225,10 @@ impl<'a, K: Key, V> Writer<'a, K, V> {
     }
 
     fn link(&mut self, lo: K, hi: K, value: V) {
-        let e = Entry::alloc(self.tree.blocks(), value, self.session);
-        self.tree.insert(lo, hi, e);
+        let session = self.session;
+        let mut tree = self.tree();
+        let e = Entry::alloc(tree.blocks(), value, session);
+        tree.insert(lo, hi, e);
         self.len += 1;
     }
 
@@ -210,9 +237,11 @@ impl<'a, K: Key, V> Writer<'a, K, V> {
     /// range (see `Entry`), so a trim is a replacement: the old entry leaves at commit like
     /// a removed one, and readers that find it in an older version restart (it is detached).
     fn replace(&mut self, at: K, old: NonNull<Entry<K, V>>, range: Range<K>, value: V) {
-        self.removed.push(old);
-        let e = Entry::alloc(self.tree.blocks(), value, self.session);
-        self.tree.replace(at, range.start, range.end, e);
+        self.scratch().removed.push(old);
+        let session = self.session;
+        let mut tree = self.tree();
+        let e = Entry::alloc(tree.blocks(), value, session);
+        tree.replace(at, range.start, range.end, e);
     }
 
     /// Overwrite: insert `value` for `range`, trimming or splitting the entries it overlaps.
@@ -309,7 +338,7 @@ impl<'a, K: Key, V> Writer<'a, K, V> {
         }
         // 1. Find and lock (waits for readers; no user code).
         let mut hits: SmallVec<[Found<Entry<K, V>, K>; 4]> = SmallVec::new();
-        search::for_each_overlapping(self.tree.root(), s, e, &mut |f| hits.push(f));
+        search::for_each_overlapping(self.root(), s, e, &mut |f| hits.push(f));
         let mut held: SmallVec<[Held<K, V>; 4]> = hits.iter().map(|f| self.hold(f.entry)).collect();
         // 2. Cut values (user code; the tree is untouched, so a panic here changes nothing
         //    but the value being cut).
@@ -338,8 +367,8 @@ impl<'a, K: Key, V> Writer<'a, K, V> {
             let (lo, hi) = (f.lo, f.hi);
             match plan {
                 Plan::Whole => {
-                    self.tree.remove_present(lo);
-                    self.removed.push(h.ptr());
+                    self.tree().remove_present(lo);
+                    self.scratch().removed.push(h.ptr());
                     self.len -= 1;
                     out.items.push((lo..hi, h.take_value()));
                 }
@@ -381,8 +410,8 @@ impl<'a, K: Key, V> Writer<'a, K, V> {
     pub fn remove_entry(&mut self, key: K) -> Option<(Range<K>, V)> {
         let f = self.find(key)?;
         let h = self.hold(f.entry);
-        self.tree.remove_present(key);
-        self.removed.push(h.ptr());
+        self.tree().remove_present(key);
+        self.scratch().removed.push(h.ptr());
         self.len -= 1;
         Some((f.lo..f.hi, h.take_value()))
     }
@@ -425,14 +454,14 @@ impl<'a, K: Key, V> Writer<'a, K, V> {
     /// # Panics
     /// If `size` is zero or `align` is not a power of two.
     pub fn find_gap(&self, within: Range<K>, size: K, align: K, fit: Fit) -> Option<Range<K>> {
-        gap::find_gap(self.tree.root(), want(within, size, align), fit)
+        gap::find_gap(self.root(), want(within, size, align), fit)
     }
 
     /// Entries of the session's view overlapping `range`, in key order (no locking); nothing
     /// for an empty or reversed range.
     pub fn overlapping(&self, range: Range<K>) -> impl Iterator<Item = (Range<K>, &V)> + '_ {
         let mut v: Vec<(Range<K>, &V)> = Vec::new();
-        search::for_each_overlapping(self.tree.root(), range.start, range.end, &mut |f| {
+        search::for_each_overlapping(self.root(), range.start, range.end, &mut |f| {
             // SAFETY: as in `get`.
             v.push((f.lo..f.hi, unsafe { f.entry.as_ref().value() }));
         });
@@ -463,9 +492,7 @@ impl<'a, K: Key, V> Writer<'a, K, V> {
         range: Range<K>,
     ) -> impl Iterator<Item = (Range<K>, &mut V)> + '_ {
         let mut hits: Vec<Found<Entry<K, V>, K>> = Vec::new();
-        search::for_each_overlapping(self.tree.root(), range.start, range.end, &mut |f| {
-            hits.push(f)
-        });
+        search::for_each_overlapping(self.root(), range.start, range.end, &mut |f| hits.push(f));
         let mut out = Vec::with_capacity(hits.len());
         for f in hits {
             let mut h = self.hold(f.entry);
@@ -483,51 +510,45 @@ impl<'a, K: Key, V> Writer<'a, K, V> {
 
 impl<K: Key, V> Drop for Writer<'_, K, V> {
     fn drop(&mut self) {
-        // SAFETY: taken once, here; the fields are not used after.
-        let tree = unsafe { ManuallyDrop::take(&mut self.tree) };
-        let (root, mut retired, blocks) = tree.into_parts();
         // 1. Publish the new version (Release inside).
-        self.map.publish(root, self.len);
+        self.map.publish(self.root, self.len);
         crate::sync::inject_delay();
+        // SAFETY: as in `scratch`; this borrow ends before step 5 ends our claim to it.
+        let Scratch {
+            blocks,
+            retired,
+            removed,
+        } = unsafe { &mut *self.scratch.as_ptr() };
         // 2. Detach removed entries before the sequence moves: a transient reader that
         //    incremented while we held them must not pass its re-check after step 3.
-        for e in &self.removed {
+        for e in removed.iter() {
             // SAFETY: removed entries stay allocated until retired in step 4.
             unsafe { e.as_ref() }.lock.detach(&self.map.domain);
         }
         crate::sync::inject_delay();
         // 3. Unlock every entry this session locked, at once.
         self.map.domain.end(self.session);
-        // 4. Retire what the new version no longer reaches (retire-after-unlink).
-        if !retired.is_empty() || !self.removed.is_empty() {
-            let mut batch = self.batches.pop().unwrap_or_default();
-            batch.reserve(retired.len() + self.removed.len());
-            for n in retired.drain(..) {
-                // SAFETY: a node allocated by `NodeMut` (global allocator, `layout_of`), no
-                // drop glue; still live, so its layout can be read.
-                batch.push(unsafe { Retired::new(n as *mut u8, NodeMut::layout_of(n)) });
-            }
-            for e in self.removed.drain(..) {
-                // SAFETY: allocated with `Entry`'s layout by the global allocator; its value
-                // was moved out by the operation that removed it, so only bytes remain.
-                batch.push(unsafe {
-                    Retired::new(e.as_ptr() as *mut u8, Layout::new::<Entry<K, V>>())
-                });
-            }
-            // SAFETY: the nodes are published nodes this session replaced: unreachable from
-            // the root published in step 1, listed once (CowTree invariant). The entries were
-            // unlinked in step 1 and drained to DETACHED in step 2, each listed once.
-            unsafe { self.map.recycler.retire(batch) };
+        // 4. Retire what the new version no longer reaches (retire-after-unlink): into the
+        //    map's limbo, which goes to the collector a batch at a time.
+        for n in retired.drain(..) {
+            // SAFETY: a published node this session replaced, so unreachable from the root
+            // published in step 1 and every later one, listed once (CowTree invariant);
+            // allocated by `NodeMut` (global allocator, `layout_of`), no drop glue; still
+            // live, so its layout can be read.
+            unsafe { blocks.retire_later(Retired::new(n as *mut u8, NodeMut::layout_of(n))) };
         }
-        // SAFETY: we still hold the writers' lock exclusively (released in step 5).
-        unsafe {
-            self.map.put_scratch(Scratch {
-                blocks,
-                retired,
-                removed: core::mem::take(&mut self.removed),
-                batches: core::mem::take(&mut self.batches),
-            })
-        };
+        for e in removed.drain(..) {
+            // SAFETY: unlinked in step 1 and drained to DETACHED in step 2, listed once;
+            // allocated with `Entry`'s layout by the global allocator; its value was moved
+            // out by the operation that removed it, so only bytes remain.
+            unsafe {
+                blocks.retire_later(Retired::new(
+                    e.as_ptr() as *mut u8,
+                    Layout::new::<Entry<K, V>>(),
+                ))
+            };
+        }
+        self.map.recycler.commit(blocks);
         // 5. Hand the writers' lock over fairly, so readers queued behind this session get
         //    in before a back-to-back session.
         // SAFETY: taken once, here.
@@ -540,7 +561,7 @@ impl<K: Key, V> fmt::Debug for Writer<'_, K, V> {
         f.debug_struct("Writer")
             .field("session", &self.session.get())
             .field("len", &self.len)
-            .field("removed", &self.removed.len())
+            .field("root", &self.root)
             .finish_non_exhaustive()
     }
 }

@@ -62,30 +62,29 @@ fn randomized_edits_keep_invariants() {
     };
     let n_ops = if cfg!(miri) { 300 } else { 20_000 };
     let mut model: BTreeMap<u16, u16> = BTreeMap::new();
-    let root = NodeMut::<u16, E>::alloc(0, 0).as_ptr();
-    let blocks = Blocks::new([
+    let mut root = NodeMut::<u16, E>::alloc(0, 0).as_ptr();
+    let mut blocks = Blocks::new([
         NodeMut::<u16, E>::layout(0),
         NodeMut::<u16, E>::layout(1),
         core::alloc::Layout::new::<E>(),
     ]);
-    // SAFETY: a fresh tree owned by this test; sessions are odd.
-    let mut tree = unsafe { CowTree::new(root, 1, Vec::new(), blocks) };
+    let mut retired = Vec::new();
     let mut session = 1;
     for op in 0..n_ops {
         if op % 97 == 96 {
             // "Commit": later edits must copy what this session built. With no readers,
             // the replaced nodes can be reused at once: the next session allocates from
             // them (so a reuse that corrupted a live node would break the checks below).
-            let (r, mut retired, mut blocks) = tree.into_parts();
             for n in retired.drain(..) {
-                // SAFETY: replaced nodes, unreachable from `r` (CowTree invariant), each
+                // SAFETY: replaced nodes, unreachable from `root` (CowTree invariant), each
                 // listed once; no reader exists.
                 unsafe { NodeMut::recycle(n, &mut blocks) };
             }
             session += 2;
-            // SAFETY: as above; nothing was freed that `r` reaches.
-            tree = unsafe { CowTree::new(r, session, retired, blocks) };
         }
+        // SAFETY: a tree owned by this test; sessions are odd and only grow; `retired`
+        // lists what this session's edits replaced (every edit goes through such a view).
+        let mut tree = unsafe { CowTree::new(&mut root, session, &mut retired, &mut blocks) };
         let lo = (next() % 4000) as u16;
         let len = (next() % 8 + 1) as u16;
         let hi = lo + len;
@@ -117,13 +116,14 @@ fn randomized_edits_keep_invariants() {
     }
     // Trim (replace the slots' entries with narrower ones) and check again.
     let keys: Vec<(u16, u16)> = model.iter().map(|(&s, &e)| (s, e)).collect();
+    // SAFETY: as above.
+    let mut tree = unsafe { CowTree::new(&mut root, session, &mut retired, &mut blocks) };
     for (s, e) in keys {
         if e - s >= 2 {
             tree.replace(s, s + 1, e, NonNull::<E>::dangling());
         }
     }
     check_tree(tree.root());
-    let (root, retired, blocks) = tree.into_parts();
     drop(blocks);
     // Free everything: the final tree, and the nodes the last session replaced.
     let mut live = std::collections::HashSet::new();

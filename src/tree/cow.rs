@@ -4,8 +4,8 @@
 //! refills, by path copying — every node on a changed path that the session did not
 //! allocate itself is copied, and the original is queued for retirement at commit.
 //! Must not: publish (the writer stores the root) or free a node some reader may reach:
-//! only nodes born in this session are freed here, immediately; replaced published nodes
-//! are handed back through [`CowTree::into_parts`].
+//! only nodes born in this session are reused here, immediately; replaced published nodes
+//! are listed in the session's `retired` list for the commit to retire.
 
 use core::ptr::NonNull;
 
@@ -16,36 +16,40 @@ use super::search::Found;
 use crate::key::Key;
 use crate::reclaim::Blocks;
 
+/// A root-to-leaf path being edited: each internal node (the session's own) and the slot
+/// taken in it.
 type Path<K, E> = SmallVec<[(NodeMut<K, E>, usize); 8]>;
 
-/// A writer session's view of the tree.
+/// A writer session's working tree, borrowed for one edit: the working root and the
+/// session's lists. The session keeps the root and the lists between edits; this view
+/// holds them only while it edits (so no borrow of the map's writer state outlives a call).
 ///
-/// Invariants: `root` is a well-formed tree (see [`Node`]); every node reachable from it is
-/// either born in `session` (unpublished, mutable through a [`NodeMut`]) or published and
-/// untouched; `retired` holds the published nodes this session replaced, none of them
-/// reachable from `root`. New nodes come from `blocks`, and nodes the session allocated
-/// and unlinked again go back there.
-pub(crate) struct CowTree<K, E> {
-    root: *mut Node<K, E>,
+/// Invariants: `*root` is a well-formed tree (see [`Node`]); every node reachable from it
+/// is either born in `session` (unpublished, mutable through a [`NodeMut`]) or published
+/// and untouched; `retired` holds the published nodes this session replaced, none of them
+/// reachable from `*root`, each once. New nodes come from `blocks`, and nodes the session
+/// allocated and unlinked again go back there.
+pub(crate) struct CowTree<'s, K, E> {
+    root: &'s mut *mut Node<K, E>,
     session: u64,
-    retired: Vec<*mut Node<K, E>>,
-    blocks: Blocks,
+    retired: &'s mut Vec<*mut Node<K, E>>,
+    blocks: &'s mut Blocks,
 }
 
-impl<K: Key, E> CowTree<K, E> {
-    /// A session view starting at the published `root`.
+impl<'s, K: Key, E> CowTree<'s, K, E> {
+    /// A view of the session's working tree.
     ///
     /// # Safety
-    /// `root` is a live, well-formed tree that stays allocated for the session (only this
-    /// session may retire its nodes), and `session` is the active session's sequence.
-    /// `retired` is empty (a list kept for its capacity).
+    /// `*root` is a live, well-formed tree that stays allocated for the session (only this
+    /// session may retire its nodes); `session` is the active session's sequence, and the
+    /// nodes born in it are exactly the unpublished ones reachable from `*root`; `retired`
+    /// lists exactly the published nodes this session replaced so far.
     pub(crate) unsafe fn new(
-        root: *mut Node<K, E>,
+        root: &'s mut *mut Node<K, E>,
         session: u64,
-        retired: Vec<*mut Node<K, E>>,
-        blocks: Blocks,
+        retired: &'s mut Vec<*mut Node<K, E>>,
+        blocks: &'s mut Blocks,
     ) -> Self {
-        debug_assert!(retired.is_empty());
         CowTree {
             root,
             session,
@@ -56,20 +60,15 @@ impl<K: Key, E> CowTree<K, E> {
 
     /// The free blocks the session allocates from (entries too).
     pub(crate) fn blocks(&mut self) -> &mut Blocks {
-        &mut self.blocks
+        self.blocks
     }
 
     /// The working root, read-only.
+    #[cfg(test)]
     pub(crate) fn root(&self) -> NodeRef<'_, K, E> {
         // SAFETY: type invariant: the root is live for the session, and no `NodeMut` write
         // can happen while `&self` is borrowed.
-        unsafe { NodeRef::new(NonNull::new_unchecked(self.root)) }
-    }
-
-    /// The root to publish, the replaced nodes to retire after publishing, and the free
-    /// blocks left.
-    pub(crate) fn into_parts(self) -> (*mut Node<K, E>, Vec<*mut Node<K, E>>, Blocks) {
-        (self.root, self.retired, self.blocks)
+        unsafe { NodeRef::new(NonNull::new_unchecked(*self.root)) }
     }
 
     /// The session's own copy of `ptr`: itself if born in this session, else a fresh copy
@@ -83,15 +82,14 @@ impl<K: Key, E> CowTree<K, E> {
             unsafe { NodeMut::from_owned(ptr) }
         } else {
             self.retired.push(ptr);
-            NodeMut::copy_of(r, self.session, &mut self.blocks)
+            NodeMut::copy_of(r, self.session, self.blocks)
         }
     }
 
     /// Make the path to the leaf that holds (or would hold) `key` the session's own.
-    fn descend_mut(&mut self, key: K) -> (Path<K, E>, NodeMut<K, E>) {
-        let root = self.own(self.root);
-        self.root = root.as_ptr();
-        let mut path = Path::new();
+    fn descend_mut(&mut self, key: K, path: &mut Path<K, E>) -> NodeMut<K, E> {
+        let root = self.own(*self.root);
+        *self.root = root.as_ptr();
         let mut node = root;
         while !node.as_ref().is_leaf() {
             let idx = node.as_ref().rank(key).saturating_sub(1);
@@ -100,7 +98,7 @@ impl<K: Key, E> CowTree<K, E> {
             path.push((node, idx));
             node = child;
         }
-        (path, node)
+        node
     }
 
     /// Insert slot `s`/`ptr` at `pos` of `node`; if full, split and return the new right
@@ -117,7 +115,7 @@ impl<K: Key, E> CowTree<K, E> {
             node.insert_slot(pos, s, ptr);
             return None;
         }
-        let sib = NodeMut::alloc_in(&mut self.blocks, self.session, node.as_ref().level());
+        let sib = NodeMut::alloc_in(self.blocks, self.session, node.as_ref().level());
         // An append (the new slot goes after the last one: ascending inserts, the usual
         // way address spaces and allocators grow) keeps the left node nearly full, since
         // nothing will land in it again; other splits halve. Both sides keep >= MIN.
@@ -139,7 +137,8 @@ impl<K: Key, E> CowTree<K, E> {
     /// Insert an entry for `lo..hi`, which must be free in the working tree.
     pub(crate) fn insert(&mut self, lo: K, hi: K, entry: NonNull<E>) {
         debug_assert!(lo < hi);
-        let (path, leaf) = self.descend_mut(lo);
+        let mut path = Path::new();
+        let leaf = self.descend_mut(lo, &mut path);
         let pos = leaf.as_ref().rank(lo);
         let s = Summary {
             lo,
@@ -157,10 +156,10 @@ impl<K: Key, E> CowTree<K, E> {
             child = parent;
         }
         if let Some(sib) = split {
-            let top = NodeMut::alloc_in(&mut self.blocks, self.session, child.as_ref().level() + 1);
+            let top = NodeMut::alloc_in(self.blocks, self.session, child.as_ref().level() + 1);
             top.insert_slot(0, child.as_ref().summary(), child.as_ptr() as _);
             top.insert_slot(1, sib.as_ref().summary(), sib.as_ptr() as _);
-            self.root = top.as_ptr();
+            *self.root = top.as_ptr();
         }
     }
 
@@ -175,9 +174,13 @@ impl<K: Key, E> CowTree<K, E> {
     /// (the descent copies the path, so it must not be taken for an absent key); returns it
     /// with its bounds.
     pub(crate) fn remove_present(&mut self, key: K) -> Found<E, K> {
-        let (path, leaf) = self.descend_mut(key);
+        let mut path = Path::new();
+        let leaf = self.descend_mut(key, &mut path);
         let rank = leaf.as_ref().rank(key);
-        debug_assert!(rank > 0 && key < leaf.as_ref().hi(rank - 1), "remove_present: absent");
+        debug_assert!(
+            rank > 0 && key < leaf.as_ref().hi(rank - 1),
+            "remove_present: absent"
+        );
         let (s, p) = leaf.remove_slot(rank - 1);
         let mut child = leaf;
         for &(parent, idx) in path.iter().rev() {
@@ -200,7 +203,8 @@ impl<K: Key, E> CowTree<K, E> {
     /// Point the slot whose range holds `key` at `entry`, with bounds `lo..hi`, which must
     /// lie inside its current range (a trim: the caller retires the entry it replaces).
     pub(crate) fn replace(&mut self, key: K, lo: K, hi: K, entry: NonNull<E>) {
-        let (path, leaf) = self.descend_mut(key);
+        let mut path = Path::new();
+        let leaf = self.descend_mut(key, &mut path);
         let i = leaf.as_ref().rank(key) - 1;
         debug_assert!(leaf.as_ref().lo(i) <= lo && hi <= leaf.as_ref().hi(i) && lo < hi);
         leaf.set_summary(
@@ -240,7 +244,7 @@ impl<K: Key, E> CowTree<K, E> {
             parent.remove_slot(ri);
             // SAFETY: `right` is born in this session (it came from `own`), so unpublished,
             // and it was just unlinked from its only parent.
-            unsafe { NodeMut::recycle(right.as_ptr(), &mut self.blocks) };
+            unsafe { NodeMut::recycle(right.as_ptr(), self.blocks) };
             // Non-empty: the sibling of an underfull child has at least `MIN` slots.
             parent.set_summary(li, left.as_ref().summary());
         } else {
@@ -264,18 +268,20 @@ impl<K: Key, E> CowTree<K, E> {
     /// An internal root with one child gives way to the child.
     fn collapse_root(&mut self) {
         loop {
-            let root = self.root();
+            // SAFETY: type invariant: the working root is live.
+            let root: NodeRef<'_, K, E> =
+                unsafe { NodeRef::new(NonNull::new_unchecked(*self.root)) };
             if root.is_leaf() || root.len() > 1 {
                 return;
             }
             debug_assert_eq!(root.born(), self.session);
             let only = root.child(0).as_ptr();
-            let old = self.root;
-            self.root = only;
+            let old = *self.root;
+            *self.root = only;
             // SAFETY: the edit that left the root with one child began by owning the root
             // (`descend_mut`), so it is born in this session and unpublished; it was just
             // unlinked.
-            unsafe { NodeMut::recycle(old, &mut self.blocks) };
+            unsafe { NodeMut::recycle(old, self.blocks) };
         }
     }
 }
