@@ -211,17 +211,43 @@ impl<'a, K: Key, V> Writer<'a, K, V> {
                 value,
             ));
         }
-        if let Some(f) = search::first_overlapping(self.root(), range.start, range.end) {
-            return Err(InsertError::new(
-                InsertErrorKind::Occupied {
-                    existing: f.lo..f.hi,
-                },
-                range,
-                value,
-            ));
+        // One descent decides and places: the entry before `range.start`'s place must end
+        // by it, the entry after must start at `range.end` or later.
+        let place = search::place(self.root(), range.start);
+        let prev_ends = match place.rank.checked_sub(1) {
+            Some(i) => place.leaf.hi(i) <= range.start,
+            None => true,
+        };
+        let next_starts = if place.rank < place.leaf.len() {
+            Some(place.leaf.lo(place.rank))
+        } else {
+            place.next_lo
+        };
+        let free = prev_ends && next_starts.map_or(true, |lo| lo >= range.end);
+        if !free {
+            return Err(self.occupied(range, value));
         }
-        self.link(range.start, range.end, value);
+        let (trail, pos) = (place.trail, place.rank);
+        let session = self.session;
+        let mut tree = self.tree();
+        let e = Entry::alloc(tree.blocks(), value, session);
+        tree.insert_at(&trail, pos, range.start, range.end, e);
+        self.len += 1;
         Ok(())
+    }
+
+    /// The error for a `try_insert` of `range`, which overlaps an entry.
+    #[cold]
+    fn occupied(&self, range: Range<K>, value: V) -> InsertError<K, V> {
+        let f = search::first_overlapping(self.root(), range.start, range.end)
+            .expect("an overlapping entry");
+        InsertError::new(
+            InsertErrorKind::Occupied {
+                existing: f.lo..f.hi,
+            },
+            range,
+            value,
+        )
     }
 
     fn link(&mut self, lo: K, hi: K, value: V) {
@@ -408,9 +434,11 @@ impl<'a, K: Key, V> Writer<'a, K, V> {
     /// assert_eq!(w.remove_entry(3), None);
     /// ```
     pub fn remove_entry(&mut self, key: K) -> Option<(Range<K>, V)> {
-        let f = self.find(key)?;
+        let place = search::place(self.root(), key);
+        let f = place.holding(key)?;
+        let (trail, slot) = (place.trail, place.rank - 1);
         let h = self.hold(f.entry);
-        self.tree().remove_present(key);
+        self.tree().remove_at(&trail, slot);
         self.scratch().removed.push(h.ptr());
         self.len -= 1;
         Some((f.lo..f.hi, h.take_value()))

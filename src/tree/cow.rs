@@ -12,7 +12,7 @@ use core::ptr::NonNull;
 use smallvec::SmallVec;
 
 use super::node::{Node, NodeMut, NodeRef, Summary, B, MIN};
-use super::search::Found;
+use super::search::{Found, Trail};
 use crate::key::Key;
 use crate::reclaim::Blocks;
 
@@ -64,7 +64,6 @@ impl<'s, K: Key, E> CowTree<'s, K, E> {
     }
 
     /// The working root, read-only.
-    #[cfg(test)]
     pub(crate) fn root(&self) -> NodeRef<'_, K, E> {
         // SAFETY: type invariant: the root is live for the session, and no `NodeMut` write
         // can happen while `&self` is borrowed.
@@ -86,18 +85,22 @@ impl<'s, K: Key, E> CowTree<'s, K, E> {
         }
     }
 
-    /// Make the path to the leaf that holds (or would hold) `key` the session's own.
-    fn descend_mut(&mut self, key: K, path: &mut Path<K, E>) -> NodeMut<K, E> {
+    /// Make the path along `trail` (from [`search::place`](super::search::place) on the
+    /// working tree, unchanged since) the session's own; fills `path` with its internal
+    /// nodes and returns the leaf.
+    fn descend_mut(&mut self, trail: &Trail, path: &mut Path<K, E>) -> NodeMut<K, E> {
         let root = self.own(*self.root);
         *self.root = root.as_ptr();
         let mut node = root;
-        while !node.as_ref().is_leaf() {
-            let idx = node.as_ref().rank(key).saturating_sub(1);
+        for &idx in trail {
+            let idx = usize::from(idx);
+            debug_assert!(!node.as_ref().is_leaf() && idx < node.as_ref().len());
             let child = self.own(node.slot_ptr(idx) as *mut Node<K, E>);
             node.set_ptr(idx, child.as_ptr() as *mut ());
             path.push((node, idx));
             node = child;
         }
+        debug_assert!(node.as_ref().is_leaf(), "trail too short");
         node
     }
 
@@ -136,10 +139,19 @@ impl<'s, K: Key, E> CowTree<'s, K, E> {
 
     /// Insert an entry for `lo..hi`, which must be free in the working tree.
     pub(crate) fn insert(&mut self, lo: K, hi: K, entry: NonNull<E>) {
+        let place = super::search::place(self.root(), lo);
+        let (trail, pos) = (place.trail, place.rank);
+        self.insert_at(&trail, pos, lo, hi, entry);
+    }
+
+    /// Insert an entry for `lo..hi`, free in the working tree, at slot `pos` of the leaf
+    /// `trail` leads to (both from `search::place(.., lo)` on the working tree unchanged
+    /// since).
+    pub(crate) fn insert_at(&mut self, trail: &Trail, pos: usize, lo: K, hi: K, entry: NonNull<E>) {
         debug_assert!(lo < hi);
         let mut path = Path::new();
-        let leaf = self.descend_mut(lo, &mut path);
-        let pos = leaf.as_ref().rank(lo);
+        let leaf = self.descend_mut(trail, &mut path);
+        debug_assert_eq!(pos, leaf.as_ref().rank(lo));
         let s = Summary {
             lo,
             hi,
@@ -174,14 +186,18 @@ impl<'s, K: Key, E> CowTree<'s, K, E> {
     /// (the descent copies the path, so it must not be taken for an absent key); returns it
     /// with its bounds.
     pub(crate) fn remove_present(&mut self, key: K) -> Found<E, K> {
+        let place = super::search::place(self.root(), key);
+        debug_assert!(place.holding(key).is_some(), "remove_present: absent");
+        let (trail, slot) = (place.trail, place.rank - 1);
+        self.remove_at(&trail, slot)
+    }
+
+    /// Remove slot `slot` of the leaf `trail` leads to (from `search::place` on the working
+    /// tree unchanged since); returns its entry with its bounds.
+    pub(crate) fn remove_at(&mut self, trail: &Trail, slot: usize) -> Found<E, K> {
         let mut path = Path::new();
-        let leaf = self.descend_mut(key, &mut path);
-        let rank = leaf.as_ref().rank(key);
-        debug_assert!(
-            rank > 0 && key < leaf.as_ref().hi(rank - 1),
-            "remove_present: absent"
-        );
-        let (s, p) = leaf.remove_slot(rank - 1);
+        let leaf = self.descend_mut(trail, &mut path);
+        let (s, p) = leaf.remove_slot(slot);
         let mut child = leaf;
         for &(parent, idx) in path.iter().rev() {
             if child.as_ref().len() < MIN {
@@ -203,9 +219,10 @@ impl<'s, K: Key, E> CowTree<'s, K, E> {
     /// Point the slot whose range holds `key` at `entry`, with bounds `lo..hi`, which must
     /// lie inside its current range (a trim: the caller retires the entry it replaces).
     pub(crate) fn replace(&mut self, key: K, lo: K, hi: K, entry: NonNull<E>) {
+        let place = super::search::place(self.root(), key);
+        let (trail, i) = (place.trail, place.rank - 1);
         let mut path = Path::new();
-        let leaf = self.descend_mut(key, &mut path);
-        let i = leaf.as_ref().rank(key) - 1;
+        let leaf = self.descend_mut(&trail, &mut path);
         debug_assert!(leaf.as_ref().lo(i) <= lo && hi <= leaf.as_ref().hi(i) && lo < hi);
         leaf.set_summary(
             i,

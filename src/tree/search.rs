@@ -6,8 +6,56 @@
 
 use core::ptr::NonNull;
 
+use smallvec::SmallVec;
+
 use super::node::NodeRef;
 use crate::key::Key;
+
+/// The slot taken at each internal level of a descent, root first. A writer's read-only
+/// descent records it so that the copy-on-write descent that follows (on the same working
+/// tree, unchanged in between) retraces it without searching again.
+pub(crate) type Trail = SmallVec<[u8; 16]>;
+
+/// Where a key sits in a tree: the leaf a descent by `key` reaches (taking, at each
+/// internal level, the last slot whose `lo <= key`, or the first if none), with the trail
+/// to it.
+pub(crate) struct Place<'a, K, E> {
+    pub trail: Trail,
+    pub leaf: NodeRef<'a, K, E>,
+    /// Number of the leaf's slots with `lo <= key`.
+    pub rank: usize,
+    /// The start of the first entry after the leaf, if any.
+    pub next_lo: Option<K>,
+}
+
+impl<K: Key, E> Place<'_, K, E> {
+    /// The entry holding the key, if any (slot `rank - 1`).
+    pub(crate) fn holding(&self, key: K) -> Option<Found<E, K>> {
+        let i = self.rank.checked_sub(1)?;
+        (key < self.leaf.hi(i)).then(|| Found::at(self.leaf, i))
+    }
+}
+
+/// Descend to `key`'s place. O(log n). The leaf may be an empty root.
+pub(crate) fn place<K: Key, E>(root: NodeRef<'_, K, E>, key: K) -> Place<'_, K, E> {
+    let mut node = root;
+    let mut trail = Trail::new();
+    let mut next_lo = None;
+    while !node.is_leaf() {
+        let i = node.rank(key).saturating_sub(1);
+        if i + 1 < node.len() {
+            next_lo = Some(node.lo(i + 1));
+        }
+        trail.push(i as u8);
+        node = node.child(i);
+    }
+    Place {
+        trail,
+        rank: node.rank(key),
+        leaf: node,
+        next_lo,
+    }
+}
 
 /// An entry as the tree sees it: its pointer and the bounds stored beside it.
 pub(crate) struct Found<E, K> {
