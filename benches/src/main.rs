@@ -3,7 +3,7 @@
 //! crate versions and the command — printed, and written to `BENCHMARKS.md`.
 //!
 //! ```text
-//! cargo run --release -p rcu-rangemap-bench -- [--quick] [--only W1,W3] [--filter NAME]
+//! cargo run --release -p rcu-rangemap-bench -- [--quick] [--only W1,W3] [--filter NAMES]
 //!     [--out PATH | --no-write] [--secs S] [--reps R] [--wait-load L] [--wait-max-mins M]
 //! ```
 //!
@@ -169,7 +169,10 @@ impl Opts {
         }
         match &self.filter {
             None => true,
-            Some(f) => name.to_ascii_lowercase().contains(&f.to_ascii_lowercase()),
+            Some(f) => {
+                let name = name.to_ascii_lowercase();
+                f.to_ascii_lowercase().split(',').any(|p| name.contains(p))
+            }
         }
     }
 
@@ -185,7 +188,7 @@ impl Opts {
 const HELP: &str = "compare: rcu_rangemap against its peers (see benches/src/main.rs)
   --quick             short samples (under a minute in all)
   --only W1,W2,W3,W4,mem,atomics   run only these sections
-  --filter NAME       only structures whose name contains NAME
+  --filter NAMES      only structures whose name contains one of NAMES (comma-separated)
   --out PATH          where to write the report
   --no-write          print only
   --render FILE       write the report from a run's saved raw results
