@@ -1,0 +1,209 @@
+//! Why do our readers lose more than the lock-based peers' when a writer runs 1,000
+//! sessions a second (the W2-paced target: readers ≥ 0.95× our own W1 two-thread figure)?
+//!
+//! The runner measures W1 on a freshly built map and W2 afterwards on the same map, after
+//! the flat-out W2 phase has churned it. So a paced figure below the W1 one mixes three
+//! possible causes, which this binary separates, in one process, for one structure and N:
+//!
+//! | row | what runs besides the two readers | isolates |
+//! |---|---|---|
+//! | fresh | nothing | W1 two threads as the runner measures it |
+//! | aged | nothing, after 1M single-thread churn ops | the map's layout after churn (recycled blocks) |
+//! | idle wake-ups | a third thread waking 1,000 times a second and doing nothing | the scheduler: a third thread on two cores |
+//! | empty sessions | the same thread opening and committing an empty session each wake-up | the session machinery (writers' lock, sequence, epoch) |
+//! | paced churn | a churn op per session (W2 paced) | everything: W2 paced as the runner measures it |
+//!
+//! All rows after "fresh" run on the aged map. Each figure is the median of `--reps`
+//! samples (default 5) of `--secs` seconds (default 0.4), taken round-robin over the rows,
+//! as lookups per second of both readers together.
+//!
+//! ```text
+//! cargo run --release -p rcu-rangemap-bench --bin paced [-- [--n N] [--secs S] [--reps R] [--rate R] [--peer]]
+//! ```
+//!
+//! `--rate R` sets the third thread's wake-ups per second (default 1,000; below 100 µs a
+//! period is spun out rather than slept).
+//!
+//! `--peer` runs `std::sync::RwLock<BTreeMap>` instead of our map (with "empty sessions"
+//! taking and releasing its write lock).
+
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::Barrier;
+use std::time::{Duration, Instant};
+
+use rcu_rangemap_bench::*;
+
+/// What the third thread does, once per millisecond.
+#[derive(Clone, Copy)]
+enum Third {
+    None,
+    Wake,
+    Empty,
+    Churn,
+}
+
+/// Two readers over `addrs` for `dur`, and the third thread as `third`; lookups per
+/// second, both readers together.
+fn sample<S: Concurrent>(
+    s: &S,
+    empty: &(dyn Fn(&S) + Sync),
+    addrs: &[Vec<u64>],
+    ops: &[Op],
+    third: Third,
+    rate: f64,
+    dur: Duration,
+) -> f64 {
+    let stop = AtomicBool::new(false);
+    let barrier = Barrier::new(4);
+    std::thread::scope(|sc| {
+        let hs: Vec<_> = (0..2)
+            .map(|t| {
+                let (stop, barrier, list) = (&stop, &barrier, &addrs[t]);
+                sc.spawn(move || {
+                    barrier.wait();
+                    let mut n = 0u64;
+                    let mut acc = 0u64;
+                    'outer: loop {
+                        for chunk in list.chunks(512) {
+                            for &a in chunk {
+                                acc = acc.wrapping_add(s.lookup(a));
+                            }
+                            n += chunk.len() as u64;
+                            if stop.load(Relaxed) {
+                                break 'outer;
+                            }
+                        }
+                    }
+                    std::hint::black_box(acc);
+                    n
+                })
+            })
+            .collect();
+        let (stop_w, barrier_w) = (&stop, &barrier);
+        sc.spawn(move || {
+            barrier_w.wait();
+            if let Third::None = third {
+                return;
+            }
+            let period = Duration::from_secs_f64(1.0 / rate);
+            let mut next = Instant::now();
+            let mut i = 0;
+            while !stop_w.load(Relaxed) {
+                match third {
+                    Third::None | Third::Wake => {}
+                    Third::Empty => empty(s),
+                    Third::Churn => s.churn(std::slice::from_ref(&ops[i % ops.len()])),
+                }
+                i += 1;
+                next += period;
+                let mut now = Instant::now();
+                if period < Duration::from_micros(100) {
+                    // Too short to sleep: spin until the next slot.
+                    while now < next {
+                        std::hint::spin_loop();
+                        now = Instant::now();
+                    }
+                } else if next > now {
+                    std::thread::sleep(next - now);
+                } else {
+                    next = now;
+                }
+            }
+        });
+        barrier.wait();
+        let t0 = Instant::now();
+        std::thread::sleep(dur);
+        stop.store(true, Relaxed);
+        let n: u64 = hs.into_iter().map(|h| h.join().unwrap()).sum();
+        n as f64 / t0.elapsed().as_secs_f64()
+    })
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+fn experiment<S: Concurrent>(
+    n: usize,
+    secs: f64,
+    reps: usize,
+    rate: f64,
+    empty: &(dyn Fn(&S) + Sync),
+) {
+    let ranges = layout(n, 1);
+    let mut s = S::build(&ranges);
+    let addrs: Vec<Vec<u64>> = (0..2)
+        .map(|t| hit_addresses(&ranges, 1 << 16, 0xadd0 + t as u64 + n as u64))
+        .collect();
+    let ops = churn_ops(&ranges, 1 << 14, 0xc0de + n as u64);
+    let dur = Duration::from_secs_f64(secs);
+    // Warm-up, then the fresh map.
+    sample(&s, empty, &addrs, &ops, Third::None, rate, dur / 4);
+    let fresh: Vec<f64> = (0..reps)
+        .map(|_| sample(&s, empty, &addrs, &ops, Third::None, rate, dur))
+        .collect();
+    // Age it: 1M churn ops, one per session (as W2's writer does them).
+    for i in 0..1_000_000 {
+        s.churn_mut(std::slice::from_ref(&ops[i % ops.len()]));
+    }
+    let rows = [
+        ("aged", Third::None),
+        ("idle wake-ups", Third::Wake),
+        ("empty sessions", Third::Empty),
+        ("paced churn", Third::Churn),
+    ];
+    let mut got: Vec<Vec<f64>> = vec![Vec::new(); rows.len()];
+    for _ in 0..reps {
+        for (k, &(_, third)) in rows.iter().enumerate() {
+            got[k].push(sample(&s, empty, &addrs, &ops, third, rate, dur));
+        }
+    }
+    let f = median(fresh);
+    println!(
+        "{} at N = {n} (2 readers; medians of {reps} x {secs} s)",
+        S::NAME
+    );
+    println!(
+        "  {:<16} {:>8.2}M lookups/s  1.00 of fresh",
+        "fresh",
+        f / 1e6
+    );
+    for (k, (name, _)) in rows.iter().enumerate() {
+        let m = median(got[k].clone());
+        println!(
+            "  {name:<16} {:>8.2}M lookups/s  {:.2} of fresh",
+            m / 1e6,
+            m / f
+        );
+    }
+}
+
+fn main() {
+    let mut n = 1000;
+    let mut secs = 0.4;
+    let mut reps = 5;
+    let mut peer = false;
+    let mut rate = 1000.0;
+    let mut it = std::env::args().skip(1);
+    while let Some(a) = it.next() {
+        let mut val = || it.next().expect("a value");
+        match a.as_str() {
+            "--n" => n = val().parse().expect("--n N"),
+            "--secs" => secs = val().parse().expect("--secs S"),
+            "--reps" => reps = val().parse().expect("--reps R"),
+            "--rate" => rate = val().parse().expect("--rate R"),
+            "--peer" => peer = true,
+            _ => panic!("usage: paced [--n N] [--secs S] [--reps R] [--rate R] [--peer]"),
+        }
+    }
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    println!("load average at start: {}", load.trim());
+    if peer {
+        experiment::<StdRw>(n, secs, reps, rate, &|s| drop(s.0.write()));
+    } else {
+        experiment::<Ours>(n, secs, reps, rate, &|s| s.0.write().commit());
+    }
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    println!("load average at end: {}", load.trim());
+}
