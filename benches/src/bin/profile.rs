@@ -4,6 +4,7 @@
 //!
 //! ```text
 //! profile get   STRUCT N COUNT          COUNT lookups (W1, one thread)
+//! profile get-aged STRUCT N COUNT       the same after a million one-op churn sessions
 //! profile churn STRUCT N PER COUNT      COUNT churn ops in sessions of PER ops (W3)
 //! profile alloc ALLOC  N COUNT          COUNT allocator steps (W4)
 //! profile empty-session COUNT           COUNT empty writer sessions of rcu_rangemap
@@ -56,9 +57,16 @@ fn measured_empty_session(m: &rcu_rangemap::RangeMap<u64, u64>, count: usize) {
     }
 }
 
-fn get<S: Structure>(n: usize, count: usize) {
+fn get<S: Structure>(n: usize, count: usize, aged: bool) {
     let ranges = layout(n, 1);
-    let s = S::build(&ranges);
+    let mut s = S::build(&ranges);
+    if aged {
+        // As W2 leaves the map for its paced phase: a million one-op sessions.
+        let ops = churn_ops(&ranges, 1 << 14, 0xc0de + n as u64);
+        for i in 0..1_000_000 {
+            s.churn_mut(std::slice::from_ref(&ops[i % ops.len()]));
+        }
+    }
     let addrs = hit_addresses(&ranges, 1 << 16, 0xadd0 + n as u64);
     black_box(measured_get(&s, &addrs, count));
 }
@@ -96,7 +104,7 @@ macro_rules! by_name {
 
 fn usage(msg: &str) -> ! {
     eprintln!(
-        "profile: {msg}\nusage: profile get STRUCT N COUNT | churn STRUCT N PER COUNT | \
+        "profile: {msg}\nusage: profile get[-aged] STRUCT N COUNT | churn STRUCT N PER COUNT | \
          alloc ALLOC N COUNT | empty-session COUNT\n  STRUCT: ours floor stdrw plrw swap \
          scc skip rangemap concread; ALLOC: ours crate vm"
     );
@@ -111,7 +119,10 @@ fn num(a: Option<&String>) -> usize {
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
-        Some("get") => by_name!(args[1].as_str(), get(num(args.get(2)), num(args.get(3)))),
+        Some(w @ ("get" | "get-aged")) => by_name!(
+            args[1].as_str(),
+            get(num(args.get(2)), num(args.get(3)), w == "get-aged")
+        ),
         Some("churn") => by_name!(
             args[1].as_str(),
             churn(num(args.get(2)), num(args.get(3)), num(args.get(4)))
