@@ -47,8 +47,10 @@ pub enum Fit {
 ///
 /// Memory: a `u64`-valued map takes about 61 bytes per range (a 24-byte entry and its share
 /// of 400-byte leaves). Node and entry blocks a session replaces are not returned to the
-/// allocator but kept, once no reader can reach them, for later sessions to reuse: at most
-/// 16,384 blocks waiting plus 8,192 of each of the three block sizes, freed with the map.
+/// allocator but kept, once no reader can reach them, for later sessions to reuse: up to 64
+/// retired blocks (plus one session's) wait to be handed to the epoch collector together,
+/// at most 16,384 wait in the map's pool after their grace period, and at most 8,192 of
+/// each of the three block sizes sit in the free lists; all are freed with the map.
 //
 // Invariant: `scratch` is read and written only by the writer session that holds
 // `writers` exclusively (through `scratch_ptr`, never past its unlock), or through

@@ -119,6 +119,31 @@ fn sample<S: Concurrent>(
     })
 }
 
+/// Where the values of `ranges` live, for a structure whose values have addresses
+/// (`addr` gives the value's address for a key, or `None`): distinct 64-byte lines and
+/// 4-KiB pages.
+fn footprint<S>(
+    s: &S,
+    addr: &dyn Fn(&S, u64) -> Option<usize>,
+    ranges: &[std::ops::Range<u64>],
+) -> String {
+    let Some(addrs) = ranges
+        .iter()
+        .map(|r| addr(s, r.start))
+        .collect::<Option<Vec<usize>>>()
+    else {
+        return "value addresses not available".into();
+    };
+    let lines: std::collections::BTreeSet<usize> = addrs.iter().map(|a| a / 64).collect();
+    let pages: std::collections::BTreeSet<usize> = addrs.iter().map(|a| a / 4096).collect();
+    format!(
+        "{} values on {} distinct 64-byte lines, {} distinct 4-KiB pages",
+        addrs.len(),
+        lines.len(),
+        pages.len()
+    )
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
     v[v.len() / 2]
@@ -130,6 +155,7 @@ fn experiment<S: Concurrent>(
     reps: usize,
     rate: f64,
     empty: &(dyn Fn(&S) + Sync),
+    addr: &dyn Fn(&S, u64) -> Option<usize>,
 ) {
     let ranges = layout(n, 1);
     let mut s = S::build(&ranges);
@@ -140,6 +166,7 @@ fn experiment<S: Concurrent>(
     let dur = Duration::from_secs_f64(secs);
     // Warm-up, then the fresh map.
     sample(&s, empty, &addrs, &ops, Third::None, rate, dur / 4);
+    let fresh_footprint = footprint(&s, addr, &ranges);
     let fresh: Vec<f64> = (0..reps)
         .map(|_| sample(&s, empty, &addrs, &ops, Third::None, rate, dur))
         .collect();
@@ -147,6 +174,7 @@ fn experiment<S: Concurrent>(
     for i in 0..1_000_000 {
         s.churn_mut(std::slice::from_ref(&ops[i % ops.len()]));
     }
+    let aged_footprint = footprint(&s, addr, &ranges);
     let rows = [
         ("aged", Third::None),
         ("idle wake-ups", Third::Wake),
@@ -161,9 +189,12 @@ fn experiment<S: Concurrent>(
     }
     let f = median(fresh);
     println!(
-        "{} at N = {n} (2 readers; medians of {reps} x {secs} s)",
+        "{} at N = {n} (2 readers; third thread at {rate} wake-ups/s; medians of {reps} x \
+         {secs} s)",
         S::NAME
     );
+    println!("  fresh map: {fresh_footprint}");
+    println!("  aged map:  {aged_footprint}");
     println!(
         "  {:<16} {:>8.2}M lookups/s  1.00 of fresh",
         "fresh",
@@ -200,9 +231,11 @@ fn main() {
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     println!("load average at start: {}", load.trim());
     if peer {
-        experiment::<StdRw>(n, secs, reps, rate, &|s| drop(s.0.write()));
+        experiment::<StdRw>(n, secs, reps, rate, &|s| drop(s.0.write()), &|_, _| None);
     } else {
-        experiment::<Ours>(n, secs, reps, rate, &|s| s.0.write().commit());
+        experiment::<Ours>(n, secs, reps, rate, &|s| s.0.write().commit(), &|s, k| {
+            s.0.get(k).map(|g| &*g as *const u64 as usize)
+        });
     }
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     println!("load average at end: {}", load.trim());

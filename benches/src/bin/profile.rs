@@ -5,6 +5,7 @@
 //! ```text
 //! profile get   STRUCT N COUNT          COUNT lookups (W1, one thread)
 //! profile get-aged STRUCT N COUNT       the same after a million one-op churn sessions
+//! profile get-aged-clone N COUNT        ours, aged, then replaced by its clone (bulk build)
 //! profile churn STRUCT N PER COUNT      COUNT churn ops in sessions of PER ops (W3)
 //! profile alloc ALLOC  N COUNT          COUNT allocator steps (W4)
 //! profile empty-session COUNT           COUNT empty writer sessions of rcu_rangemap
@@ -71,6 +72,20 @@ fn get<S: Structure>(n: usize, count: usize, aged: bool) {
     black_box(measured_get(&s, &addrs, count));
 }
 
+/// Ours only: age the map as `get-aged` does, then replace it by its clone (a bulk build:
+/// fresh, packed blocks) and look up.
+fn get_aged_clone(n: usize, count: usize) {
+    let ranges = layout(n, 1);
+    let mut s = Ours::build(&ranges);
+    let ops = churn_ops(&ranges, 1 << 14, 0xc0de + n as u64);
+    for i in 0..1_000_000 {
+        s.churn_mut(std::slice::from_ref(&ops[i % ops.len()]));
+    }
+    let s = Ours(s.0.clone());
+    let addrs = hit_addresses(&ranges, 1 << 16, 0xadd0 + n as u64);
+    black_box(measured_get(&s, &addrs, count));
+}
+
 fn churn<S: Structure>(n: usize, per: usize, count: usize) {
     let ranges = layout(n, 1);
     let mut s = S::build(&ranges);
@@ -123,6 +138,7 @@ fn main() {
             args[1].as_str(),
             get(num(args.get(2)), num(args.get(3)), w == "get-aged")
         ),
+        Some("get-aged-clone") => get_aged_clone(num(args.get(1)), num(args.get(2))),
         Some("churn") => by_name!(
             args[1].as_str(),
             churn(num(args.get(2)), num(args.get(3)), num(args.get(4)))
