@@ -76,8 +76,8 @@ pub struct Writer<'a, K: Key, V> {
 /// What a map's writer sessions carry from one session to the next: the free blocks that
 /// nodes and entries are allocated from, the blocks retired by recent commits (see
 /// [`Blocks`]), and empty lists kept for their capacity. It lives in the map (see
-/// `RangeMap`'s invariants) and is used only by the session that holds the writers' lock:
-/// taken at the session's start, put back at its commit.
+/// `RangeMap`'s invariants) and stays there: the session that holds the writers' lock
+/// borrows it for one call at a time (see `Writer::scratch`).
 ///
 /// Between sessions `retired` and `removed` are empty.
 pub(crate) struct Scratch<K: Key, V> {

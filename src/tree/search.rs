@@ -16,9 +16,13 @@ use crate::key::Key;
 /// tree, unchanged in between) retraces it without searching again.
 pub(crate) type Trail = SmallVec<[u8; 16]>;
 
-/// Where a key sits in a tree: the leaf a descent by `key` reaches (taking, at each
-/// internal level, the last slot whose `lo <= key`, or the first if none), with the trail
-/// to it.
+/// Where a key sits in a tree: the leaf a descent by `key` reaches, with the trail to it.
+/// At each internal level the descent takes the last slot whose `lo <= key` (the first if
+/// none) — except when `key` falls in the gap between that child's span and the next
+/// one's: then either leaf could take an insert there, and it takes the child with fewer
+/// slots. (Always taking the left one made leaves drift full under remove-and-reinsert
+/// churn: an entry removed from the front of a leaf came back at the end of the leaf before
+/// it, until that one split.)
 pub(crate) struct Place<'a, K, E> {
     pub trail: Trail,
     pub leaf: NodeRef<'a, K, E>,
@@ -42,7 +46,14 @@ pub(crate) fn place<K: Key, E>(root: NodeRef<'_, K, E>, key: K) -> Place<'_, K, 
     let mut trail = Trail::new();
     let mut next_lo = None;
     while !node.is_leaf() {
-        let i = node.rank(key).saturating_sub(1);
+        let r = node.rank(key);
+        let mut i = r.saturating_sub(1);
+        if r >= 1 && r < node.len() && key >= node.hi(i) {
+            // In the gap between children `i` and `r`: no entry holds `key`.
+            if node.child(r).len() < node.child(i).len() {
+                i = r;
+            }
+        }
         if i + 1 < node.len() {
             next_lo = Some(node.lo(i + 1));
         }
