@@ -141,3 +141,45 @@ fn randomized_edits_keep_invariants() {
         unsafe { NodeMut::free(n) };
     }
 }
+
+#[test]
+fn reinserting_a_leaf_front_goes_to_the_emptier_side() {
+    use crate::reclaim::Blocks;
+    type E = u64;
+    let mut root = NodeMut::<u16, E>::alloc(0, 0).as_ptr();
+    let mut blocks = Blocks::new([
+        NodeMut::<u16, E>::layout(0),
+        NodeMut::<u16, E>::layout(1),
+        core::alloc::Layout::new::<E>(),
+    ]);
+    let mut retired = Vec::new();
+    // SAFETY: a fresh tree owned by this test, one session (1) throughout.
+    let mut tree = unsafe { CowTree::new(&mut root, 1, &mut retired, &mut blocks) };
+    // 17 ascending inserts: the 17th splits the full leaf right-biased, 12 | 5.
+    for i in 0..17u16 {
+        tree.insert(i * 10, i * 10 + 5, NonNull::<E>::dangling());
+    }
+    let (left, right_lo) = {
+        let r = tree.root();
+        assert_eq!((r.len(), r.child(0).len(), r.child(1).len()), (2, 12, 5));
+        (r.child(0).as_ptr(), r.lo(1))
+    };
+    // Take the right leaf's first entry out and put it back: its key now lies in the gap
+    // between the two leaves, and it must go back to the emptier right one (not grow the
+    // left one, which under churn drifts full and splits).
+    let f = tree.remove(right_lo).expect("present");
+    tree.insert(f.lo, f.hi, f.entry);
+    let r = tree.root();
+    assert_eq!((r.child(0).len(), r.child(1).len()), (12, 5));
+    assert_eq!(r.child(0).as_ptr(), left);
+    assert_eq!(r.lo(1), right_lo);
+    assert_eq!(check_tree(r), 17);
+    let mut nodes = Vec::new();
+    for_each_node_post(r, &mut |n| nodes.push(n.as_ptr()));
+    // The live tree, and the first (session 0) leaf that session 1 replaced.
+    for n in nodes.into_iter().chain(retired) {
+        // SAFETY: each node once (the replaced leaf is not in the live tree); nothing uses
+        // them after.
+        unsafe { NodeMut::free(n) };
+    }
+}
