@@ -19,8 +19,8 @@ pub(crate) type Trail = SmallVec<[u8; 16]>;
 /// Where a key sits in a tree: the leaf a descent by `key` reaches, with the trail to it.
 /// At each internal level the descent takes the last slot whose `lo <= key` (the first if
 /// none) — except when `key` falls in the gap between that child's span and the next
-/// one's: then either leaf could take an insert there, and it takes the child with fewer
-/// slots. (Always taking the left one made leaves drift full under remove-and-reinsert
+/// one's: then either subtree could take an insert there, and it takes the child with
+/// fewer slots. (Always taking the left one made leaves drift full under remove-and-reinsert
 /// churn: an entry removed from the front of a leaf came back at the end of the leaf before
 /// it, until that one split.)
 pub(crate) struct Place<'a, K, E> {
