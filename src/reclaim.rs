@@ -218,7 +218,7 @@ impl Recycler {
     /// # Safety
     /// Every block is unreachable from every published tree version (retire-after-unlink),
     /// needs no drop glue, and is retired exactly once.
-    pub(crate) unsafe fn retire(&self, batch: Vec<Retired>) {
+    unsafe fn retire(&self, batch: Vec<Retired>) {
         let batch = Batch(batch);
         let pool = Arc::clone(&self.pool);
         let guard = pin();

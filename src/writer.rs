@@ -542,11 +542,12 @@ impl<K: Key, V> Drop for Writer<'_, K, V> {
         self.map.publish(self.root, self.len);
         crate::sync::inject_delay();
         // SAFETY: as in `scratch`; this borrow ends before step 5 ends our claim to it.
+        let scratch = unsafe { &mut *self.scratch.as_ptr() };
         let Scratch {
             blocks,
             retired,
             removed,
-        } = unsafe { &mut *self.scratch.as_ptr() };
+        } = scratch;
         // 2. Detach removed entries before the sequence moves: a transient reader that
         //    incremented while we held them must not pass its re-check after step 3.
         for e in removed.iter() {

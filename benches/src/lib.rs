@@ -30,6 +30,7 @@
 use std::collections::BTreeMap;
 use std::ops::Bound::{Excluded, Unbounded};
 use std::ops::Range;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
@@ -106,6 +107,27 @@ pub fn probe_addresses(ranges: &[Range<u64>]) -> Vec<u64> {
         out.extend([last.end + PAGE, u64::MAX - 1]);
     }
     out
+}
+
+/// One reader thread of the lookup workloads: run `op` over `list` round and round, 512
+/// addresses between looks at `stop`; returns how many it ran. Out of line, so profiles
+/// show it as one frame.
+#[inline(never)]
+pub fn lookup_loop<F: Fn(u64) -> u64>(op: &F, list: &[u64], stop: &AtomicBool) -> u64 {
+    let mut n = 0u64;
+    let mut acc = 0u64;
+    loop {
+        for chunk in list.chunks(512) {
+            for &a in chunk {
+                acc = acc.wrapping_add(op(a));
+            }
+            n += chunk.len() as u64;
+            if stop.load(Relaxed) {
+                std::hint::black_box(acc);
+                return n;
+            }
+        }
+    }
 }
 
 /// One churn operation: remove range `idx` and re-insert it with `value`.

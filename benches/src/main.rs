@@ -328,22 +328,8 @@ fn readers<S: Structure>(s: &S, addrs: &[Vec<u64>], threads: usize, dur: Duratio
     })
 }
 
-#[inline(never)]
 fn read_loop<S: Structure>(s: &S, list: &[u64], stop: &AtomicBool) -> u64 {
-    let mut n = 0u64;
-    let mut acc = 0u64;
-    loop {
-        for chunk in list.chunks(512) {
-            for &a in chunk {
-                acc = acc.wrapping_add(s.lookup(a));
-            }
-            n += chunk.len() as u64;
-            if stop.load(Relaxed) {
-                black_box(acc);
-                return n;
-            }
-        }
-    }
+    lookup_loop(&|a| s.lookup(a), list, stop)
 }
 
 /// Two readers and one writer; the writer runs churn sessions of one op each, flat out or

@@ -47,9 +47,18 @@ pub(crate) fn check_tree<K: Key, E>(root: NodeRef<'_, K, E>) -> usize {
     check_node(root, true, root.level())
 }
 
+/// Free lists for the tests' trees: `u16` keys, fake `u64` entries.
+#[cfg(test)]
+fn test_blocks() -> crate::reclaim::Blocks {
+    crate::reclaim::Blocks::new([
+        NodeMut::<u16, u64>::layout(0),
+        NodeMut::<u16, u64>::layout(1),
+        core::alloc::Layout::new::<u64>(),
+    ])
+}
+
 #[test]
 fn randomized_edits_keep_invariants() {
-    use crate::reclaim::Blocks;
     use std::collections::BTreeMap;
     // A fake entry type: the tree never dereferences it, so any non-null pointer works.
     type E = u64;
@@ -63,11 +72,7 @@ fn randomized_edits_keep_invariants() {
     let n_ops = if cfg!(miri) { 300 } else { 20_000 };
     let mut model: BTreeMap<u16, u16> = BTreeMap::new();
     let mut root = NodeMut::<u16, E>::alloc(0, 0).as_ptr();
-    let mut blocks = Blocks::new([
-        NodeMut::<u16, E>::layout(0),
-        NodeMut::<u16, E>::layout(1),
-        core::alloc::Layout::new::<E>(),
-    ]);
+    let mut blocks = test_blocks();
     let mut retired = Vec::new();
     let mut session = 1;
     for op in 0..n_ops {
@@ -144,14 +149,9 @@ fn randomized_edits_keep_invariants() {
 
 #[test]
 fn reinserting_a_leaf_front_goes_to_the_emptier_side() {
-    use crate::reclaim::Blocks;
     type E = u64;
     let mut root = NodeMut::<u16, E>::alloc(0, 0).as_ptr();
-    let mut blocks = Blocks::new([
-        NodeMut::<u16, E>::layout(0),
-        NodeMut::<u16, E>::layout(1),
-        core::alloc::Layout::new::<E>(),
-    ]);
+    let mut blocks = test_blocks();
     let mut retired = Vec::new();
     // SAFETY: a fresh tree owned by this test, one session (1) throughout.
     let mut tree = unsafe { CowTree::new(&mut root, 1, &mut retired, &mut blocks) };

@@ -61,21 +61,7 @@ fn sample<S: Concurrent>(
                 let (stop, barrier, list) = (&stop, &barrier, &addrs[t]);
                 sc.spawn(move || {
                     barrier.wait();
-                    let mut n = 0u64;
-                    let mut acc = 0u64;
-                    'outer: loop {
-                        for chunk in list.chunks(512) {
-                            for &a in chunk {
-                                acc = acc.wrapping_add(s.lookup(a));
-                            }
-                            n += chunk.len() as u64;
-                            if stop.load(Relaxed) {
-                                break 'outer;
-                            }
-                        }
-                    }
-                    std::hint::black_box(acc);
-                    n
+                    lookup_loop(&|a| s.lookup(a), list, stop)
                 })
             })
             .collect();

@@ -39,7 +39,6 @@
 //! only meaningful within one run (the machine's load changes between runs); the load
 //! average is printed at the start and the end.
 
-use std::hint::black_box;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::*};
 use std::sync::Barrier;
 use std::time::{Duration, Instant};
@@ -54,7 +53,7 @@ const ADDRS: usize = 1 << 16;
 // Measurement.
 
 /// `lists.len()` threads each run `op` over their own list round and round for `dur`;
-/// operations per second, all threads together. The loop mirrors the runner's `read_loop`.
+/// operations per second, all threads together. The loop is the runner's (`lookup_loop`).
 fn run<F: Fn(u64) -> u64 + Sync>(op: &F, lists: &[&[u64]], dur: Duration) -> f64 {
     let stop = AtomicBool::new(false);
     let barrier = Barrier::new(lists.len() + 1);
@@ -65,7 +64,7 @@ fn run<F: Fn(u64) -> u64 + Sync>(op: &F, lists: &[&[u64]], dur: Duration) -> f64
                 let (stop, barrier) = (&stop, &barrier);
                 sc.spawn(move || {
                     barrier.wait();
-                    op_loop(op, list, stop)
+                    lookup_loop(op, list, stop)
                 })
             })
             .collect();
@@ -76,24 +75,6 @@ fn run<F: Fn(u64) -> u64 + Sync>(op: &F, lists: &[&[u64]], dur: Duration) -> f64
         let n: u64 = hs.into_iter().map(|h| h.join().unwrap()).sum();
         n as f64 / t0.elapsed().as_secs_f64()
     })
-}
-
-#[inline(never)]
-fn op_loop<F: Fn(u64) -> u64>(op: &F, list: &[u64], stop: &AtomicBool) -> u64 {
-    let mut n = 0u64;
-    let mut acc = 0u64;
-    loop {
-        for chunk in list.chunks(512) {
-            for &a in chunk {
-                acc = acc.wrapping_add(op(a));
-            }
-            n += chunk.len() as u64;
-            if stop.load(Relaxed) {
-                black_box(acc);
-                return n;
-            }
-        }
-    }
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
