@@ -211,20 +211,9 @@ impl<'a, K: Key, V> Writer<'a, K, V> {
                 value,
             ));
         }
-        // One descent decides and places: the entry before `range.start`'s place must end
-        // by it, the entry after must start at `range.end` or later.
+        // One descent decides and places.
         let place = search::place(self.root(), range.start);
-        let prev_ends = match place.rank.checked_sub(1) {
-            Some(i) => place.leaf.hi(i) <= range.start,
-            None => true,
-        };
-        let next_starts = if place.rank < place.leaf.len() {
-            Some(place.leaf.lo(place.rank))
-        } else {
-            place.next_lo
-        };
-        let free = prev_ends && next_starts.map_or(true, |lo| lo >= range.end);
-        if !free {
+        if !place.is_free(range.start, range.end) {
             return Err(self.occupied(range, value));
         }
         let (trail, pos) = (place.trail, place.rank);

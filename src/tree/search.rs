@@ -38,6 +38,21 @@ impl<K: Key, E> Place<'_, K, E> {
         let i = self.rank.checked_sub(1)?;
         (key < self.leaf.hi(i)).then(|| Found::at(self.leaf, i))
     }
+
+    /// Whether `start..end` is free, for the place of `start`: the entry before it ends by
+    /// `start` and the entry after it starts at `end` or later.
+    pub(crate) fn is_free(&self, start: K, end: K) -> bool {
+        let prev_ends = match self.rank.checked_sub(1) {
+            Some(i) => self.leaf.hi(i) <= start,
+            None => true,
+        };
+        let next_lo = if self.rank < self.leaf.len() {
+            Some(self.leaf.lo(self.rank))
+        } else {
+            self.next_lo
+        };
+        prev_ends && next_lo.map_or(true, |lo| lo >= end)
+    }
 }
 
 /// Descend to `key`'s place. O(log n). The leaf may be an empty root.
