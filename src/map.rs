@@ -45,8 +45,8 @@ pub enum Fit {
 /// is O(log n + k) for k gaps; a writer session's edits are O(log n) each, plus copying
 /// the O(log n) nodes on each changed path once per session.
 ///
-/// Memory: a `u64`-valued map takes about 61 bytes per range (a 24-byte entry and its share
-/// of 400-byte leaves). Node and entry blocks a session replaces are not returned to the
+/// Memory: a `u64`-valued map takes about 60 bytes per range (a 24-byte entry and its share
+/// of 384-byte leaves). Node and entry blocks a session replaces are not returned to the
 /// allocator but kept, once no reader can reach them, for later sessions to reuse: up to 64
 /// retired blocks (plus one session's) wait to be handed to the epoch collector together,
 /// at most 16,384 wait in the map's pool after their grace period, and at most 8,192 of

@@ -6,24 +6,32 @@
 //! anything about tree shape (that is `cow.rs`) or about entries (the tree never
 //! dereferences an entry pointer).
 //!
-//! # Layout (`K = u64`, `B = 16`)
+//! # Layout (`K = u64`, `B = 15`, 64-byte aligned)
 //!
 //! ```text
-//! Node (leaf)    born: u64 | level: u8 | len: u8 | pad | lo: [K; B] | hi: [K; B] | ptr: [*mut (); B]
-//!                8 + 8 + 128 + 128 + 128 = 400 bytes
-//! Internal       Node | gap: [K; B]                                  = 528 bytes
+//!            line 0-1                       line 2-5                         line 5
+//! Node       level: u8 | len: u8 | pad | lo: [K; B] | slot: [(hi, ptr); B] | born: u64
+//!            8 + 120 = 128                  240                              8  -> 384 bytes
+//! Internal   Node | gap: [K; B]                                                 -> 512 bytes
 //! ```
 //!
 //! `lo[i]..hi[i]` is entry `i`'s range in a leaf, and in an internal node the span of child
 //! `i`'s subtree (its first entry's start to its last entry's end); `gap[i]` is the largest
 //! free range strictly inside child `i`'s span. Keeping the bounds beside the pointers lets
 //! a lookup decide vacancy without touching an entry, and lets `find_gap` prune subtrees
-//! whose largest gap is too small. The separate `lo` array is what a descent scans: for
-//! `u64` keys and `B = 16` it is two cache lines, plus one for `ptr[i]` (and at the leaf
-//! one for `hi[i]`); the maple tree's 256-byte nodes hold 16 slots, or 10 with gap data.
+//! whose largest gap is too small. A step of a descent reads the header and scans `lo`
+//! (exactly the first two cache lines), then reads slot `i`'s `hi` and `ptr`, which share a
+//! line: three lines a level. `born` is only the writer's, so it sits at the end. The maple
+//! tree's 256-byte nodes hold 16 slots, or 10 with gap data.
 //!
-//! `B` was chosen by measurement (2-core VM, other jobs running, best of 7 × 2M ops, two
-//! runs each; `get` of a random present key, and a one-overwrite session at N = 300):
+//! `B = 15` is what fills those two lines. Before, `B = 16` with separate `lo`, `hi` and
+//! `ptr` arrays and a 16-byte header at malloc's 16-byte alignment touched four lines per
+//! internal level and five per leaf; the change took simulated L1d misses per lookup at
+//! N = 100k from 10.2 to 8.6 and per one-op session at N = 10k from 70.8 to 63.5 (callgrind,
+//! `benches/src/bin/profile.rs`), and 30M lookups at N = 1k from 1.17–1.39 s to 1.09–1.21 s
+//! (five alternating runs each, 2-vCPU Intel VM). `B` itself was chosen among 8, 16 and 32
+//! by measurement (2-core VM, other jobs running, best of 7 × 2M ops, two runs each; `get`
+//! of a random present key, and a one-overwrite session at N = 300):
 //!
 //! | B  | get, N = 1k | get, N = 100k | overwrite session |
 //! |----|-------------|---------------|-------------------|
@@ -49,7 +57,7 @@ use crate::key::Key;
 use crate::reclaim::{Blocks, Retired};
 
 /// Slots per node.
-pub(crate) const B: usize = 16;
+pub(crate) const B: usize = 15;
 /// A non-root node with fewer slots than this is merged with or refilled from a sibling.
 pub(crate) const MIN: usize = B / 4;
 
@@ -61,15 +69,23 @@ pub(crate) const MIN: usize = B / 4;
 /// than [`MIN`] slots. Once published (see the module docs) the node is immutable, and each
 /// child outlives it: a child is replaced only by copying its parent too, and both are
 /// retired by the same commit.
-#[repr(C)]
+#[repr(C, align(64))]
 pub(crate) struct Node<K, E> {
-    born: u64,
     level: u8,
     len: u8,
     lo: [K; B],
-    hi: [K; B],
-    ptr: [*mut (); B],
+    slot: [Slot<K>; B],
+    born: u64,
     _entry: PhantomData<*const E>,
+}
+
+/// The rest of a slot beside its start: read together at the end of each step of a descent,
+/// so they share a cache line.
+#[derive(Clone, Copy)]
+#[repr(C)]
+struct Slot<K> {
+    hi: K,
+    ptr: *mut (),
 }
 
 /// An internal node: a [`Node`] header plus the per-child gap metadata.
@@ -160,7 +176,7 @@ impl<'a, K: Key, E> NodeRef<'a, K, E> {
     pub(crate) fn hi(self, i: usize) -> K {
         debug_assert!(i < self.len());
         // SAFETY: as in `len`.
-        unsafe { (*self.raw()).hi[i] }
+        unsafe { (*self.raw()).slot[i].hi }
     }
 
     /// The largest gap inside child `i`'s span. Internal nodes only.
@@ -178,7 +194,7 @@ impl<'a, K: Key, E> NodeRef<'a, K, E> {
     pub(crate) fn entry(self, i: usize) -> NonNull<E> {
         debug_assert!(self.is_leaf() && i < self.len());
         // SAFETY: as in `len`. Leaf slots below `len` hold non-null entry pointers.
-        unsafe { NonNull::new_unchecked((*self.raw()).ptr[i] as *mut E) }
+        unsafe { NonNull::new_unchecked((*self.raw()).slot[i].ptr as *mut E) }
     }
 
     /// Child `i`. Internal nodes only.
@@ -189,7 +205,7 @@ impl<'a, K: Key, E> NodeRef<'a, K, E> {
         // live for 'a too.
         unsafe {
             NodeRef::new(NonNull::new_unchecked(
-                (*self.raw()).ptr[i] as *mut Node<K, E>,
+                (*self.raw()).slot[i].ptr as *mut Node<K, E>,
             ))
         }
     }
@@ -217,8 +233,8 @@ impl<'a, K: Key, E> NodeRef<'a, K, E> {
         // through one register (two cycles a slot); four chains run side by side.
         let mut m = [K::ZERO; 4];
         // Free space between consecutive slots: `lo[i] >= hi[i - 1]` (node invariant).
-        for (i, (&l, &h)) in n.lo[1..len].iter().zip(&n.hi[..len - 1]).enumerate() {
-            m[i % 4] = m[i % 4].max(l.sub(h));
+        for (i, (&l, h)) in n.lo[1..len].iter().zip(&n.slot[..len - 1]).enumerate() {
+            m[i % 4] = m[i % 4].max(l.sub(h.hi));
         }
         if !self.is_leaf() {
             // SAFETY: an internal node (see `gap`).
@@ -229,7 +245,7 @@ impl<'a, K: Key, E> NodeRef<'a, K, E> {
         }
         Summary {
             lo: n.lo[0],
-            hi: n.hi[len - 1],
+            hi: n.slot[len - 1].hi,
             gap: m[0].max(m[1]).max(m[2].max(m[3])),
         }
     }
@@ -280,12 +296,14 @@ impl<K: Key, E> NodeMut<K, E> {
 
     fn empty(born: u64, level: u8) -> Node<K, E> {
         Node {
-            born,
             level,
             len: 0,
             lo: [K::ZERO; B],
-            hi: [K::ZERO; B],
-            ptr: [core::ptr::null_mut(); B],
+            slot: [Slot {
+                hi: K::ZERO,
+                ptr: core::ptr::null_mut(),
+            }; B],
+            born,
             _entry: PhantomData,
         }
     }
@@ -405,8 +423,7 @@ impl<K: Key, E> NodeMut<K, E> {
         unsafe {
             let n = self.raw();
             (*n).lo[i] = s.lo;
-            (*n).hi[i] = s.hi;
-            (*n).ptr[i] = ptr;
+            (*n).slot[i] = Slot { hi: s.hi, ptr };
             if (*n).level > 0 {
                 (*(n as *mut Internal<K, E>)).gap[i] = s.gap;
             }
@@ -421,12 +438,12 @@ impl<K: Key, E> NodeMut<K, E> {
 
     pub(crate) fn set_ptr(self, i: usize, ptr: *mut ()) {
         // SAFETY: as in `set_len`.
-        unsafe { (*self.raw()).ptr[i] = ptr }
+        unsafe { (*self.raw()).slot[i].ptr = ptr }
     }
 
     pub(crate) fn slot_ptr(self, i: usize) -> *mut () {
         // SAFETY: as in `set_len`.
-        unsafe { (*self.raw()).ptr[i] }
+        unsafe { (*self.raw()).slot[i].ptr }
     }
 
     /// Slot `i` as (summary, pointer).
@@ -468,5 +485,39 @@ impl<K: Key, E> NodeMut<K, E> {
         }
         self.set_len(len - 1);
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The layout the module docs promise for `u64` keys: a descent step reads the header
+    /// and all of `lo` from the node's first two cache lines, and a slot's `hi` and `ptr`
+    /// from one line.
+    #[test]
+    fn a_descent_step_reads_three_lines() {
+        assert_eq!(core::mem::align_of::<Node<u64, ()>>(), 64);
+        assert_eq!(core::mem::size_of::<Node<u64, ()>>(), 384);
+        assert_eq!(core::mem::size_of::<Internal<u64, ()>>(), 512);
+        let n = NodeMut::<u64, ()>::alloc(0, 0);
+        let base = n.as_ptr() as usize;
+        // SAFETY: `n` is a live node; only field addresses are taken, nothing is read.
+        let (len, lo_end, slots) = unsafe {
+            let p = n.as_ptr();
+            (
+                core::ptr::addr_of!((*p).len) as usize - base,
+                core::ptr::addr_of!((*p).lo[B - 1]) as usize + 8 - base,
+                core::ptr::addr_of!((*p).slot) as usize - base,
+            )
+        };
+        assert!(
+            len < 64 && lo_end <= 128,
+            "header and lo span {lo_end} bytes"
+        );
+        assert_eq!(slots % 16, 0, "a slot straddles two lines");
+        assert_eq!(core::mem::size_of::<Slot<u64>>(), 16);
+        // SAFETY: allocated by `alloc`, never published.
+        unsafe { NodeMut::free(n.as_ptr()) };
     }
 }
