@@ -1091,9 +1091,24 @@ fn targets(b: &Bench) -> Vec<Target> {
             &format!("W4|10k|{}", VmAlloc::NAME),
         ),
     );
+    // What the same hundredfold growth costs the simplest O(log n) operation on this
+    // machine: the unlocked BTreeMap's lookup (W1, one thread).
+    let floor_growth = ratio(
+        b,
+        &format!("W1|1k/1t|{}", Floor::NAME),
+        &format!("W1|100k/1t|{}", Floor::NAME),
+    )
+    .0;
+    let w4_what = match floor_growth {
+        Some(r) => format!(
+            "W4 ours: per-step cost at N = 100k ÷ at N = 1k (an unlocked BTreeMap lookup's, \
+             W1, in this run: {r:.2}×)"
+        ),
+        None => "W4 ours: per-step cost at N = 100k ÷ at N = 1k".into(),
+    };
     push(
         "W4-scaling",
-        "W4 ours: per-step cost at N = 100k ÷ at N = 1k".into(),
+        w4_what,
         2.0,
         false,
         ratio(
