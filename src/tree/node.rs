@@ -229,24 +229,44 @@ impl<'a, K: Key, E> NodeRef<'a, K, E> {
         debug_assert!(len > 0);
         // SAFETY: as in `len`.
         let n = unsafe { &*self.raw() };
-        // Four running maxima, not one: a single one chains every slot's compare-and-move
-        // through one register (two cycles a slot); four chains run side by side.
-        let mut m = [K::ZERO; 4];
+        // Four running maxima in four locals, not one: a single maximum chains every slot's
+        // compare-and-move (two cycles a slot). Locals, not an array indexed `i % 4`, which
+        // the compiler kept on the stack, each step waiting on the store before it.
+        let free = |i: usize| n.lo[i].sub(n.slot[i - 1].hi);
+        let (mut m0, mut m1, mut m2, mut m3) = (K::ZERO, K::ZERO, K::ZERO, K::ZERO);
         // Free space between consecutive slots: `lo[i] >= hi[i - 1]` (node invariant).
-        for (i, (&l, h)) in n.lo[1..len].iter().zip(&n.slot[..len - 1]).enumerate() {
-            m[i % 4] = m[i % 4].max(l.sub(h.hi));
+        let mut i = 1;
+        while i + 4 <= len {
+            m0 = m0.max(free(i));
+            m1 = m1.max(free(i + 1));
+            m2 = m2.max(free(i + 2));
+            m3 = m3.max(free(i + 3));
+            i += 4;
+        }
+        while i < len {
+            m0 = m0.max(free(i));
+            i += 1;
         }
         if !self.is_leaf() {
             // SAFETY: an internal node (see `gap`).
             let inner = unsafe { &(*(self.raw() as *const Internal<K, E>)).gap };
-            for (i, &g) in inner[..len].iter().enumerate() {
-                m[i % 4] = m[i % 4].max(g);
+            let mut i = 0;
+            while i + 4 <= len {
+                m0 = m0.max(inner[i]);
+                m1 = m1.max(inner[i + 1]);
+                m2 = m2.max(inner[i + 2]);
+                m3 = m3.max(inner[i + 3]);
+                i += 4;
+            }
+            while i < len {
+                m1 = m1.max(inner[i]);
+                i += 1;
             }
         }
         Summary {
             lo: n.lo[0],
             hi: n.slot[len - 1].hi,
-            gap: m[0].max(m[1]).max(m[2].max(m[3])),
+            gap: m0.max(m1).max(m2.max(m3)),
         }
     }
 }
@@ -519,5 +539,51 @@ mod tests {
         assert_eq!(core::mem::size_of::<Slot<u64>>(), 16);
         // SAFETY: allocated by `alloc`, never published.
         unsafe { NodeMut::free(n.as_ptr()) };
+    }
+
+    /// `summary`'s unrolled maxima against a plain fold, at every length and for both
+    /// kinds of node, with the largest gap in each position.
+    #[test]
+    fn summary_finds_the_largest_gap_at_every_length() {
+        for level in [0u8, 1] {
+            for len in 1..=B {
+                for top in 0..2 * len {
+                    let n = NodeMut::<u64, ()>::alloc(0, level);
+                    let mut expect = 0;
+                    let mut at = 0u64;
+                    for i in 0..len {
+                        // Free space before slot i, and the gap inside it (internal nodes).
+                        let before = if i > 0 { 1 + (i as u64 * 7) % 5 } else { 0 };
+                        let inner = if level > 0 { (i as u64 * 3) % 4 } else { 0 };
+                        let (before, inner) = match top {
+                            t if t == 2 * i && i > 0 => (100, inner),
+                            t if t == 2 * i + 1 && level > 0 => (before, 100),
+                            _ => (before, inner),
+                        };
+                        if i > 0 {
+                            expect = expect.max(before);
+                        }
+                        expect = expect.max(inner);
+                        let lo = at + before;
+                        at = lo + 10;
+                        let s = Summary {
+                            lo,
+                            hi: at,
+                            gap: inner,
+                        };
+                        n.set_slot(i, s, core::ptr::null_mut());
+                    }
+                    n.set_len(len);
+                    let got = n.as_ref().summary();
+                    assert_eq!(
+                        (got.lo, got.hi, got.gap),
+                        (n.as_ref().lo(0), at, expect),
+                        "level {level}, len {len}, top {top}"
+                    );
+                    // SAFETY: allocated by `alloc`, never published.
+                    unsafe { NodeMut::free(n.as_ptr()) };
+                }
+            }
+        }
     }
 }
