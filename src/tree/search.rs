@@ -113,8 +113,9 @@ pub(crate) fn lookup<K: Key, E>(root: NodeRef<'_, K, E>, key: K) -> Option<Found
         }
         let i = r - 1;
         if node.is_leaf() {
-            // Only here: checking `hi` in internal nodes too would touch one more cache
-            // line per level to answer early only for keys in gaps.
+            // Only here: checking `hi` in internal nodes too (on the line of the child
+            // pointer, so no extra miss) would add a branch to every level of every hit to
+            // answer early only for keys in gaps.
             if key >= node.hi(i) {
                 return None;
             }
