@@ -21,6 +21,7 @@ fn check_node<K: Key, E>(node: NodeRef<'_, K, E>, is_root: bool, level: u8) -> u
     if !node.is_leaf() && is_root {
         assert!(len >= 2, "internal root with one child");
     }
+    assert!(node.padding_is_max(), "a key past len is not K::MAX");
     let mut count = 0;
     for i in 0..len {
         assert!(node.lo(i) < node.hi(i), "empty slot");

@@ -151,7 +151,7 @@ impl<'s, K: Key, E> CowTree<'s, K, E> {
         debug_assert!(lo < hi);
         let mut path = Path::new();
         let leaf = self.descend_mut(trail, &mut path);
-        debug_assert_eq!(pos, leaf.as_ref().rank(lo));
+        debug_assert_eq!(pos, leaf.as_ref().rank_scan(lo));
         let s = Summary {
             lo,
             hi,

@@ -61,7 +61,7 @@ pub(crate) fn place<K: Key, E>(root: NodeRef<'_, K, E>, key: K) -> Place<'_, K, 
     let mut trail = Trail::new();
     let mut next_lo = None;
     while !node.is_leaf() {
-        let r = node.rank(key);
+        let r = node.rank_scan(key);
         let mut i = r.saturating_sub(1);
         if r >= 1 && r < node.len() && key >= node.hi(i) {
             // In the gap between children `i` and `r`: no entry holds `key`.
@@ -77,7 +77,7 @@ pub(crate) fn place<K: Key, E>(root: NodeRef<'_, K, E>, key: K) -> Place<'_, K, 
     }
     Place {
         trail,
-        rank: node.rank(key),
+        rank: node.rank_scan(key),
         leaf: node,
         next_lo,
     }
