@@ -74,6 +74,7 @@ pub(crate) fn place<K: Key, E>(root: NodeRef<'_, K, E>, key: K) -> Place<'_, K, 
         }
         trail.push(i as u8);
         node = node.child(i);
+        node.prefetch_slots();
     }
     Place {
         trail,
@@ -122,6 +123,7 @@ pub(crate) fn lookup<K: Key, E>(root: NodeRef<'_, K, E>, key: K) -> Option<Found
             return Some(Found::at(node, i));
         }
         node = node.child(i);
+        node.prefetch_slots();
     }
 }
 
