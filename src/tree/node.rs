@@ -15,9 +15,10 @@
 //! Internal   Node | gap: [K; B]                                                 -> 512 bytes
 //! ```
 //!
-//! `lo[i]..hi[i]` is entry `i`'s range in a leaf, and in an internal node the span of child
-//! `i`'s subtree (its first entry's start to its last entry's end); `gap[i]` is the largest
-//! free range strictly inside child `i`'s span. Keeping the bounds beside the pointers lets
+//! Below, `hi[i]` and `ptr[i]` are the fields of `slot[i]`. `lo[i]..hi[i]` is entry `i`'s
+//! range in a leaf, and in an internal node the span of child `i`'s subtree (its first
+//! entry's start to its last entry's end); `gap[i]` is the largest free range strictly
+//! inside child `i`'s span. Keeping the bounds beside the pointers lets
 //! a lookup decide vacancy without touching an entry, and lets `find_gap` prune subtrees
 //! whose largest gap is too small. A step of a descent reads the header and searches `lo`
 //! (exactly the first two cache lines), then reads slot `i`'s `hi` and `ptr`, which share a
@@ -216,11 +217,12 @@ impl<'a, K: Key, E> NodeRef<'a, K, E> {
     /// Ask the CPU to start loading the lines of the node's slots (four for `u64` keys),
     /// for a descent that has just reached the node: it needs one of them right after
     /// searching `lo`, and which one only that search tells. Loading them together with the
-    /// `lo` lines overlaps two dependent misses per level. 10M lookups at N = 100k (`profile get`, five alternating
-    /// runs, 2-vCPU Intel VM): 0.98–1.08 s without, 0.85–0.94 s with (one run each side
-    /// near 1.28); in the writer's descents, 64-op sessions at N = 100k 0.97–1.03 s →
-    /// 0.94–0.99 s. Prefetching an internal node's gap lines in `find_gap` measured no
-    /// faster. A hint only: a no-op off x86-64 and under Miri.
+    /// `lo` lines overlaps two dependent misses per level. 10M lookups at N = 100k
+    /// (`profile get`, five alternating runs, 2-vCPU Intel VM): 0.98–1.08 s without,
+    /// 0.85–0.94 s with (one more run each side near 1.28); in the writer's descents,
+    /// 64-op sessions at N = 100k 0.97–1.03 s → 0.94–0.99 s. Prefetching an internal
+    /// node's gap lines in `find_gap` measured no faster. A hint only: a no-op off x86-64
+    /// and under Miri.
     #[inline]
     pub(crate) fn prefetch_slots(self) {
         #[cfg(all(target_arch = "x86_64", not(miri)))]
