@@ -108,8 +108,10 @@ impl<K: Key, V> Held<K, V> {
     /// Write-lock `ptr` in session `s` (waiting for its readers) and take write access.
     ///
     /// # Safety
-    /// `ptr` is an attached entry of the session's working tree, `s` is the active session,
-    /// and the caller creates no two live `Held` for one entry that it uses at once.
+    /// `ptr` is an attached entry of the session's working tree, or one this session has
+    /// just unlinked from it (still live: it is retired only by the commit), `s` is the
+    /// active session, and the caller creates no two live `Held` for one entry that it
+    /// uses at once.
     pub(crate) unsafe fn lock(ptr: NonNull<Entry<K, V>>, domain: &LockDomain, s: Session) -> Self {
         // SAFETY: caller contract: the entry is live.
         unsafe { ptr.as_ref() }.lock.write_lock(domain, s);

@@ -170,10 +170,11 @@ impl<'a, K: Key, V> Writer<'a, K, V> {
         search::lookup(self.root(), key)
     }
 
-    /// Write-lock an entry of the working tree.
+    /// Write-lock an entry of the working tree (or one this session just unlinked).
     fn hold(&self, e: NonNull<Entry<K, V>>) -> Held<K, V> {
-        // SAFETY: `e` comes from the working tree (attached); the session is active; callers
-        // hold at most one `Held` per entry.
+        // SAFETY: callers pass an entry of the working tree or one they just unlinked from it
+        // (attached and live until the commit); the session is active; callers hold at most
+        // one `Held` per entry.
         unsafe { Held::lock(e, &self.map.domain, self.session) }
     }
 
@@ -426,8 +427,13 @@ impl<'a, K: Key, V> Writer<'a, K, V> {
         let place = search::place(self.root(), key);
         let f = place.holding(key)?;
         let (trail, slot) = (place.trail, place.rank - 1);
-        let h = self.hold(f.entry);
+        // Unlink from the working tree first and lock after: the lock's read-modify-write
+        // waits for the entry's line, which then loads while the path is copied. Readers
+        // see only published versions, so the order within the session is theirs to ignore;
+        // the entry stays live until this session's commit retires it.
+        crate::sync::prefetch(f.entry.as_ptr());
         self.tree().remove_at(&trail, slot);
+        let h = self.hold(f.entry);
         self.scratch().removed.push(h.ptr());
         self.len -= 1;
         Some((f.lo..f.hi, h.take_value()))

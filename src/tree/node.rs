@@ -225,19 +225,13 @@ impl<'a, K: Key, E> NodeRef<'a, K, E> {
     /// and under Miri.
     #[inline]
     pub(crate) fn prefetch_slots(self) {
-        #[cfg(all(target_arch = "x86_64", not(miri)))]
-        {
-            use core::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
-            // SAFETY: the node is live (as in `len`); `addr_of!` takes the field's address
-            // without reading it.
-            let start = unsafe { core::ptr::addr_of!((*self.raw()).slot) } as *const i8;
-            let mut off = 0;
-            while off < core::mem::size_of::<[Slot<K>; B]>() {
-                // SAFETY: a prefetch is a hint: it never faults and changes no memory
-                // (and this address is inside the node anyway).
-                unsafe { _mm_prefetch::<_MM_HINT_T0>(start.wrapping_add(off)) };
-                off += 64;
-            }
+        // SAFETY: the node is live (as in `len`); `addr_of!` takes the field's address
+        // without reading it.
+        let start = unsafe { core::ptr::addr_of!((*self.raw()).slot) } as *const u8;
+        let mut off = 0;
+        while off < core::mem::size_of::<[Slot<K>; B]>() {
+            crate::sync::prefetch(start.wrapping_add(off));
+            off += 64;
         }
     }
 
