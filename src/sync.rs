@@ -75,16 +75,22 @@ mod delay {
     }
 }
 
-/// Ask the CPU to start loading the cache line holding `p`, for a load soon after that
-/// would otherwise wait on it. A hint only: it never faults and changes no memory, so any
-/// address will do; a no-op off x86-64 and under Miri.
+/// Ask the CPU to start loading the cache lines of the `bytes` bytes at `p`, for loads or
+/// stores soon after that would otherwise wait on them. A hint only: it never faults and
+/// changes no memory, so any address will do; a no-op off x86-64 and under Miri.
 #[inline]
-pub(crate) fn prefetch<T>(p: *const T) {
-    #[cfg(all(target_arch = "x86_64", not(miri)))]
-    // SAFETY: a prefetch never faults and changes no memory, whatever the address.
-    unsafe {
-        core::arch::x86_64::_mm_prefetch::<{ core::arch::x86_64::_MM_HINT_T0 }>(p as *const i8)
-    };
-    #[cfg(not(all(target_arch = "x86_64", not(miri))))]
-    let _ = p;
+pub(crate) fn prefetch(p: *const u8, bytes: usize) {
+    let mut off = 0;
+    while off < bytes {
+        #[cfg(all(target_arch = "x86_64", not(miri)))]
+        // SAFETY: a prefetch never faults and changes no memory, whatever the address.
+        unsafe {
+            core::arch::x86_64::_mm_prefetch::<{ core::arch::x86_64::_MM_HINT_T0 }>(
+                p.wrapping_add(off) as *const i8,
+            )
+        };
+        #[cfg(not(all(target_arch = "x86_64", not(miri))))]
+        let _ = p;
+        off += 64;
+    }
 }

@@ -431,7 +431,7 @@ impl<'a, K: Key, V> Writer<'a, K, V> {
         // waits for the entry's line, which then loads while the path is copied. Readers
         // see only published versions, so the order within the session is theirs to ignore;
         // the entry stays live until this session's commit retires it.
-        crate::sync::prefetch(f.entry.as_ptr());
+        crate::sync::prefetch(f.entry.as_ptr().cast(), core::mem::size_of::<Entry<K, V>>());
         self.tree().remove_at(&trail, slot);
         let h = self.hold(f.entry);
         self.scratch().removed.push(h.ptr());

@@ -228,11 +228,7 @@ impl<'a, K: Key, E> NodeRef<'a, K, E> {
         // SAFETY: the node is live (as in `len`); `addr_of!` takes the field's address
         // without reading it.
         let start = unsafe { core::ptr::addr_of!((*self.raw()).slot) } as *const u8;
-        let mut off = 0;
-        while off < core::mem::size_of::<[Slot<K>; B]>() {
-            crate::sync::prefetch(start.wrapping_add(off));
-            off += 64;
-        }
+        crate::sync::prefetch(start, core::mem::size_of::<[Slot<K>; B]>());
     }
 
     /// Number of slots whose `lo <= key`: the slot that may hold `key` is one less. For the
