@@ -68,6 +68,14 @@
 //! lock statistics (`RangeMap::stats`): the share of lookups answered on the lock-free
 //! fast path and the fallbacks to the map-wide lock.
 //!
+//! Two more lines say where the time goes:
+//! - **ceiling**: the same replay with no map at all (`bench::Bare`: sessions do nothing,
+//!   lookups miss), alternating with the two maps. Its lookups/s is what the epoch scheme
+//!   alone allows; the rest of a map's replay time is the map's own work.
+//! - **uncontended**: after the repeats, the trace's faults looked up again on one thread
+//!   in the maps a replay left: what one lookup of each implementation costs with no
+//!   writer and no second reader (`bench::uncontended_ns`).
+//!
 //! Exit status: 0 ok, 1 a validation failure, 2 bad arguments or a bad trace (reported
 //! with its line number).
 
@@ -80,7 +88,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use bench::{Backend, Locked, Rcu, RunResult};
+use bench::{Backend, Bare, Locked, Rcu, RunResult};
 use rcu_rangemap::Stats;
 use trace::Plan;
 
@@ -279,9 +287,11 @@ fn throughput(plan: &Plan, args: &Args) -> ExitCode {
     let work = bench::split_work(plan, args.threads);
     let mut rcu = Totals::default();
     let mut locked = Totals::default();
+    let mut bare = Totals::default();
     // Warm-up, not counted.
     one::<Rcu>(plan, &work, args.window, &mut Totals::default());
     one::<Locked>(plan, &work, args.window, &mut Totals::default());
+    one::<Bare>(plan, &work, args.window, &mut Totals::default());
     eprintln!(
         "[replay] {} of {} lookups per implementation ({} readers, window {})",
         args.repeat
@@ -307,6 +317,7 @@ fn throughput(plan: &Plan, args: &Args) -> ExitCode {
             one::<Locked>(plan, &work, args.window, &mut locked);
             one::<Rcu>(plan, &work, args.window, &mut rcu);
         }
+        one::<Bare>(plan, &work, args.window, &mut bare);
         repeats += 1;
         progress.tick(|| format!("{repeats} repeats"));
         if !(rcu.run.ok() && locked.run.ok()) {
@@ -314,20 +325,31 @@ fn throughput(plan: &Plan, args: &Args) -> ExitCode {
         }
     }
 
-    let row = |name: &str, t: &Totals| {
+    let row = |name: &str, t: &Totals, answers: bool| {
         let r = &t.run;
         let secs = r.wall.as_secs_f64().max(1e-9);
         let events = (plan.events * t.runs) as f64;
+        let share = |n: u64| {
+            if answers {
+                format!("{:.2}%", 100.0 * n as f64 / r.lookups.max(1) as f64)
+            } else {
+                "-".to_string()
+            }
+        };
         println!(
-            "{name:<18} {:>10.0} {:>10.0} {:>9.2} {:>11.2} {:>11.1} {:>8.2}% {:>7.2}% {:>6}",
+            "{name:<18} {:>10.0} {:>10.0} {:>9.2} {:>11.2} {:>11.1} {:>9} {:>8} {:>6}",
             events / secs,
             r.lookups as f64 / secs,
             r.wall.as_secs_f64() * 1e3 / t.runs.max(1) as f64,
             r.writer_busy.as_secs_f64() * 1e6 / events.max(1.0),
             r.busy.as_nanos() as f64 / r.lookups.max(1) as f64,
-            100.0 * r.exact as f64 / r.lookups.max(1) as f64,
-            100.0 * r.stale as f64 / r.lookups.max(1) as f64,
-            r.unexpected
+            share(r.exact),
+            share(r.stale),
+            if answers {
+                r.unexpected.to_string()
+            } else {
+                "-".to_string()
+            }
         );
         (events / secs, r.lookups as f64 / secs)
     };
@@ -348,14 +370,37 @@ fn throughput(plan: &Plan, args: &Args) -> ExitCode {
         "stale",
         "errors"
     );
-    let (ours_ev, ours) = row(Rcu::NAME, &rcu);
-    let (base_ev, base) = row(Locked::NAME, &locked);
+    let (ours_ev, ours) = row(Rcu::NAME, &rcu, Rcu::ANSWERS);
+    let (base_ev, base) = row(Locked::NAME, &locked, Locked::ANSWERS);
+    let (_, ceiling) = row(Bare::NAME, &bare, Bare::ANSWERS);
     println!(
         "ratio {} / {}: lookups/s {:.2}x (target >= 1.5x), events/s {:.2}x",
         Rcu::NAME,
         Locked::NAME,
         ours / base,
         ours_ev / base_ev
+    );
+    let per_replay = |t: &Totals| t.run.wall.as_secs_f64() * 1e3 / t.runs.max(1) as f64;
+    println!(
+        "ceiling: with no map at all the scheme alone allows {:.1}x the baseline's lookups/s; \
+         of each replay's {:.2} ms ({}) and {:.2} ms ({}), {:.2} ms is the scheme's and the \
+         rest the map's own work (lookups, sessions, their cache misses)",
+        ceiling / base,
+        per_replay(&rcu),
+        Rcu::NAME,
+        per_replay(&locked),
+        Locked::NAME,
+        per_replay(&bare)
+    );
+    let (_, ours_spaces) = bench::run::<Rcu>(plan, &work, args.window);
+    let (_, base_spaces) = bench::run::<Locked>(plan, &work, args.window);
+    println!(
+        "uncontended: the same faults looked up again on one thread, in the maps a replay \
+         left (no writer, no second reader): {} {:.1} ns, {} {:.1} ns per lookup",
+        Rcu::NAME,
+        bench::uncontended_ns::<Rcu>(plan, &ours_spaces, 10),
+        Locked::NAME,
+        bench::uncontended_ns::<Locked>(plan, &base_spaces, 10)
     );
     let s = &rcu.stats;
     let lookups = s.success + s.miss + s.abort;

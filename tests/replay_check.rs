@@ -255,3 +255,17 @@ fn bundled_trace_replays_concurrently_on_both_maps() {
         assert_eq!(r.exact + r.stale, 48068);
     }
 }
+
+/// The ceiling row's backend replays the same scheme: every fault is looked up once, the
+/// writer goes through every batch, and no answer is judged (it answers nothing).
+#[test]
+#[cfg_attr(miri, ignore)] // reads a file; the scheme is covered by the test above
+fn the_ceiling_replays_every_fault_and_judges_none() {
+    let plan = bundled();
+    let work = bench::split_work(&plan, 2);
+    let (bare, spaces) = bench::run::<bench::Bare>(&plan, &work, 2);
+    assert_eq!(spaces.len(), plan.spaces);
+    assert!(bare.ok(), "{:?} {:?}", bare.errors, bare.writer_error);
+    assert_eq!(bare.lookups, 48068);
+    assert_eq!((bare.hits, bare.exact, bare.stale), (0, 0, 0));
+}

@@ -19,6 +19,9 @@ use crate::trace::{
 /// A map implementation under replay: one `Space` per process address space.
 pub trait Backend {
     const NAME: &'static str;
+    /// Whether its answers are compared with the reference (`false` only for [`Bare`],
+    /// which answers nothing).
+    const ANSWERS: bool = true;
     type Space: Send + Sync;
     fn new_space() -> Self::Space;
     /// One writer session: the steps of `session` on `spaces[session.space]`.
@@ -115,6 +118,31 @@ impl Backend for Locked {
     fn lookup(space: &RwLock<RefSpace>, addr: u64) -> Option<(Range<u64>, Mapping)> {
         let sp = space.read().unwrap_or_else(|e| e.into_inner());
         sp.lookup(addr).map(|(r, v)| (r, *v))
+    }
+}
+
+/// No map at all: sessions do nothing and every lookup misses. Its replay costs only the
+/// epoch scheme (the thread handoffs and waits, reading the fault list), so its
+/// lookups/s is the ceiling no map implementation can pass under this scheme, and
+/// what a real map's replay takes beyond it is that map's own work.
+pub struct Bare;
+
+impl Backend for Bare {
+    const NAME: &'static str = "no map (ceiling)";
+    const ANSWERS: bool = false;
+    type Space = ();
+
+    fn new_space() {}
+
+    fn apply_session(_: &[()], _: &[Step], _: &Session) -> Result<(), (u32, String)> {
+        Ok(())
+    }
+
+    #[inline]
+    fn lookup(_: &(), addr: u64) -> Option<(Range<u64>, Mapping)> {
+        // Keeps the address load (the fault list is read as by the real maps).
+        std::hint::black_box(addr);
+        None
     }
 }
 
@@ -295,6 +323,9 @@ pub fn run<B: Backend>(
                                 let got = B::lookup(&spaces[f.space as usize], f.addr);
                                 r.lookups += 1;
                                 r.hits += u64::from(got.is_some());
+                                if !B::ANSWERS {
+                                    continue;
+                                }
                                 if got == f.expected {
                                     r.exact += 1;
                                 } else if (f.stable_for as usize) < window {
@@ -345,4 +376,18 @@ pub fn add_stats(a: &mut Stats, b: &Stats) {
     a.miss += b.miss;
     a.slow += b.slow;
     a.waited += b.waited;
+}
+
+/// Nanoseconds per lookup when the trace's faults are looked up again, in trace order, on
+/// one thread, in `spaces` as a replay left them: no writer, no second reader, warm
+/// caches. What a lookup of `B` costs when nothing contends with it. (Faults whose
+/// mapping is gone by the end are misses here: both implementations answer the same.)
+pub fn uncontended_ns<B: Backend>(plan: &Plan, spaces: &[B::Space], passes: usize) -> f64 {
+    let t0 = Instant::now();
+    for _ in 0..passes {
+        for f in &plan.faults {
+            std::hint::black_box(B::lookup(&spaces[f.space as usize], f.addr));
+        }
+    }
+    t0.elapsed().as_nanos() as f64 / (passes * plan.faults.len()).max(1) as f64
 }
