@@ -396,11 +396,11 @@ fn throughput(plan: &Plan, args: &Args) -> ExitCode {
     let (_, base_spaces) = bench::run::<Locked>(plan, &work, args.window);
     println!(
         "uncontended: the same faults looked up again on one thread, in the maps a replay \
-         left (no writer, no second reader): {} {:.1} ns, {} {:.1} ns per lookup",
+         left (no writer, no second reader), median of 11 passes: {} {:.1} ns, {} {:.1} ns per lookup",
         Rcu::NAME,
-        bench::uncontended_ns::<Rcu>(plan, &ours_spaces, 10),
+        bench::uncontended_ns::<Rcu>(plan, &ours_spaces, 11),
         Locked::NAME,
-        bench::uncontended_ns::<Locked>(plan, &base_spaces, 10)
+        bench::uncontended_ns::<Locked>(plan, &base_spaces, 11)
     );
     let s = &rcu.stats;
     let lookups = s.success + s.miss + s.abort;
