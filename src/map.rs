@@ -156,6 +156,21 @@ impl<K: Key, V> RangeMap<K, V> {
         unsafe { NodeRef::new(NonNull::new_unchecked(ptr)) }
     }
 
+    /// Assert every structural invariant of the published tree (`tree::check`); returns
+    /// its number of entries. Tests only.
+    #[cfg(test)]
+    pub(crate) fn check_published(&self) -> usize {
+        let pin = reclaim::pin();
+        crate::tree::check::check_tree(self.root(&pin))
+    }
+
+    /// Levels of the published tree (1: the root is a leaf). Tests only.
+    #[cfg(test)]
+    pub(crate) fn height(&self) -> usize {
+        let pin = reclaim::pin();
+        usize::from(self.root(&pin).level()) + 1
+    }
+
     /// The published root for the session that holds the writers' lock exclusively.
     pub(crate) fn root_for_writer(&self) -> *mut TreeNode<K, V> {
         // Relaxed: the previous writer's stores are ordered before ours by the writers' lock.

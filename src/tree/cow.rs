@@ -160,17 +160,16 @@ impl<'s, K: Key, E> CowTree<'s, K, E> {
         let mut split = self.insert_into(leaf, pos, s, entry.as_ptr() as *mut ());
         let mut child = leaf;
         for &(parent, idx) in path.iter().rev() {
-            parent.set_summary(idx, child.as_ref().summary());
+            parent.set_summary(idx, child.as_ref().bounds());
             if let Some(sib) = split {
-                split =
-                    self.insert_into(parent, idx + 1, sib.as_ref().summary(), sib.as_ptr() as _);
+                split = self.insert_into(parent, idx + 1, sib.as_ref().bounds(), sib.as_ptr() as _);
             }
             child = parent;
         }
         if let Some(sib) = split {
             let top = NodeMut::alloc_in(self.blocks, self.session, child.as_ref().level() + 1);
-            top.insert_slot(0, child.as_ref().summary(), child.as_ptr() as _);
-            top.insert_slot(1, sib.as_ref().summary(), sib.as_ptr() as _);
+            top.insert_slot(0, child.as_ref().bounds(), child.as_ptr() as _);
+            top.insert_slot(1, sib.as_ref().bounds(), sib.as_ptr() as _);
             *self.root = top.as_ptr();
         }
     }
@@ -203,7 +202,7 @@ impl<'s, K: Key, E> CowTree<'s, K, E> {
             if child.as_ref().len() < MIN {
                 self.rebalance(parent, idx);
             } else {
-                parent.set_summary(idx, child.as_ref().summary());
+                parent.set_summary(idx, child.as_ref().bounds());
             }
             child = parent;
         }
@@ -235,7 +234,7 @@ impl<'s, K: Key, E> CowTree<'s, K, E> {
         leaf.set_ptr(i, entry.as_ptr() as _);
         let mut child = leaf;
         for &(parent, idx) in path.iter().rev() {
-            parent.set_summary(idx, child.as_ref().summary());
+            parent.set_summary(idx, child.as_ref().bounds());
             child = parent;
         }
     }
@@ -263,7 +262,7 @@ impl<'s, K: Key, E> CowTree<'s, K, E> {
             // and it was just unlinked from its only parent.
             unsafe { NodeMut::recycle(right.as_ptr(), self.blocks) };
             // Non-empty: the sibling of an underfull child has at least `MIN` slots.
-            parent.set_summary(li, left.as_ref().summary());
+            parent.set_summary(li, left.as_ref().bounds());
         } else {
             let target = (l + r) / 2;
             let mut l = l;
@@ -277,8 +276,21 @@ impl<'s, K: Key, E> CowTree<'s, K, E> {
                 right.insert_slot(0, sl, pl);
                 l -= 1;
             }
-            parent.set_summary(li, left.as_ref().summary());
-            parent.set_summary(ri, right.as_ref().summary());
+            parent.set_summary(li, left.as_ref().bounds());
+            parent.set_summary(ri, right.as_ref().bounds());
+        }
+    }
+
+    /// Compute the gaps the session's edits left stale (see
+    /// [`Internal`](super::node::Internal)), so that the working tree's metadata is exact
+    /// again: before it is published. Visits only the session's own nodes whose summaries
+    /// changed, each once, and reads no node the session does not own.
+    pub(crate) fn fix_gaps(&mut self) {
+        // SAFETY: type invariant: the working root is live.
+        let root = unsafe { NodeRef::new(NonNull::new_unchecked(*self.root)) };
+        if root.born() == self.session && !root.is_leaf() {
+            // SAFETY: born in this session, so unpublished and ours.
+            fix(unsafe { NodeMut::from_owned(root.as_ptr()) }, self.session);
         }
     }
 
@@ -300,5 +312,30 @@ impl<'s, K: Key, E> CowTree<'s, K, E> {
             // unlinked.
             unsafe { NodeMut::recycle(old, self.blocks) };
         }
+    }
+}
+
+/// The stale gaps of the internal node `node` (the session's own) and of the nodes below
+/// it, computed bottom-up; only children the session owns are entered. `node`'s own
+/// summary is left to its parent (the root's is never needed).
+fn fix<K: Key, E>(node: NodeMut<K, E>, session: u64) {
+    let r = node.as_ref();
+    let mut stale = r.stale();
+    while stale != 0 {
+        let i = stale.trailing_zeros() as usize;
+        stale &= stale - 1;
+        debug_assert!(r.gap(i) == K::MAX);
+        let child = r.child(i);
+        // A stale gap is only stored for a child the session owns (invariant of
+        // `Internal`); checked anyway, so that a broken invariant could cost a slow
+        // `find_gap` but never a write to a published node.
+        let owned = child.born() == session;
+        debug_assert!(owned, "a stale gap for a published child");
+        if owned && !child.is_leaf() {
+            // SAFETY: born in this session (checked just above), so unpublished and the
+            // session's own.
+            fix(unsafe { NodeMut::from_owned(child.as_ptr()) }, session);
+        }
+        node.set_gap(i, child.summary().gap);
     }
 }

@@ -54,7 +54,9 @@ impl<K: Key> Want<K> {
     }
 
     /// Whether child `i` of `node` can hold a fit: its span meets the window and its
-    /// largest inner gap is big enough.
+    /// largest inner gap is big enough. A gap left stale by the writer's own session
+    /// (`K::MAX`, see `Internal`) always passes, so the session's `find_gap` descends there
+    /// and finds the exact answer below.
     fn worth_descending<E>(&self, node: NodeRef<'_, K, E>, i: usize) -> bool {
         node.hi(i) > self.w0 && node.lo(i) < self.w1 && node.gap(i) >= self.size
     }

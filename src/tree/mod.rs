@@ -6,7 +6,7 @@
 
 pub(crate) mod bulk;
 #[cfg(test)]
-mod check;
+pub(crate) mod check;
 pub(crate) mod cow;
 pub(crate) mod gap;
 pub(crate) mod node;

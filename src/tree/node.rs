@@ -9,10 +9,10 @@
 //! # Layout (`K = u64`, `B = 15`, 64-byte aligned)
 //!
 //! ```text
-//!            line 0-1                       line 2-5                         line 5
-//! Node       level: u8 | len: u8 | pad | lo: [K; B] | slot: [(hi, ptr); B] | born: u64
-//!            8 + 120 = 128                  240                              8  -> 384 bytes
-//! Internal   Node | gap: [K; B]                                                 -> 512 bytes
+//!            line 0-1                                        line 2-5               line 5
+//! Node       level: u8 | len: u8 | stale: u16 | pad | lo: [K; B] | slot: [(hi, ptr); B] | born: u64
+//!            8 + 120 = 128                                   240                    8  -> 384 bytes
+//! Internal   Node | gap: [K; B]                                                        -> 512 bytes
 //! ```
 //!
 //! Below, `hi[i]` and `ptr[i]` are the fields of `slot[i]`. `lo[i]..hi[i]` is entry `i`'s
@@ -77,6 +77,8 @@ pub(crate) const MIN: usize = B / 4;
 pub(crate) struct Node<K, E> {
     level: u8,
     len: u8,
+    /// Bit `i` set: slot `i`'s gap is stale (see [`Internal`]). Always 0 in a leaf.
+    stale: u16,
     lo: [K; B],
     slot: [Slot<K>; B],
     born: u64,
@@ -93,6 +95,16 @@ struct Slot<K> {
 }
 
 /// An internal node: a [`Node`] header plus the per-child gap metadata.
+///
+/// Invariant: `gap[i]` is child `i`'s largest inner gap (see the module docs), or, only
+/// while the session that owns both this node and child `i` is editing, *stale*: `K::MAX`
+/// (never a real inner gap, which is smaller than its span), with bit `i` of the node's
+/// `stale` set — and `stale` has no other bits. An edit stores a changed child's bounds at
+/// once (descents route by them) but leaves its gap stale ([`NodeRef::bounds`]); the commit
+/// computes every stale gap once, bottom-up, before publishing (`CowTree::fix_gaps`), so a
+/// session that edits one path many times summarises each node of it once. Published
+/// nodes hold no stale gap. `find_gap` on a session's own tree reads a stale gap as "may
+/// fit" and descends: pruning needs exact gaps, descending does not.
 #[repr(C)]
 pub(crate) struct Internal<K, E> {
     node: Node<K, E>,
@@ -167,6 +179,13 @@ impl<'a, K: Key, E> NodeRef<'a, K, E> {
     pub(crate) fn born(self) -> u64 {
         // SAFETY: as in `len`.
         unsafe { (*self.raw()).born }
+    }
+
+    /// The slots whose gap is stale, as a bit set (see [`Internal`]).
+    #[inline]
+    pub(crate) fn stale(self) -> u16 {
+        // SAFETY: as in `len`.
+        unsafe { (*self.raw()).stale }
     }
 
     #[inline]
@@ -287,7 +306,22 @@ impl<'a, K: Key, E> NodeRef<'a, K, E> {
         lo[self.len()..].iter().all(|&l| l == K::MAX)
     }
 
-    /// What the parent stores about this node. The node must not be empty. O(len).
+    /// What the parent stores about this node while the session that owns it is still
+    /// editing: its bounds, exact, and its gap *stale* (`K::MAX`, see [`Internal`]), for
+    /// the commit to compute (`CowTree::fix_gaps`). O(1). The node must not be empty.
+    #[inline]
+    pub(crate) fn bounds(self) -> Summary<K> {
+        let len = self.len();
+        debug_assert!(len > 0);
+        Summary {
+            lo: self.lo(0),
+            hi: self.hi(len - 1),
+            gap: K::MAX,
+        }
+    }
+
+    /// What the parent stores about this node. The node must not be empty, and none of its
+    /// gaps stale. O(len).
     pub(crate) fn summary(self) -> Summary<K> {
         let len = self.len();
         debug_assert!(len > 0);
@@ -382,6 +416,7 @@ impl<K: Key, E> NodeMut<K, E> {
         Node {
             level,
             len: 0,
+            stale: 0,
             lo: [K::MAX; B],
             slot: [Slot {
                 hi: K::ZERO,
@@ -507,6 +542,8 @@ impl<K: Key, E> NodeMut<K, E> {
                 (*n).lo[i] = K::MAX;
             }
             (*n).len = len as u8;
+            // The unused slots' gaps are not stale: `fix_gaps` must not visit them.
+            (*n).stale &= ((1u32 << len) - 1) as u16;
         }
     }
 
@@ -519,6 +556,8 @@ impl<K: Key, E> NodeMut<K, E> {
             (*n).slot[i] = Slot { hi: s.hi, ptr };
             if (*n).level > 0 {
                 (*(n as *mut Internal<K, E>)).gap[i] = s.gap;
+                let bit = 1u16 << i;
+                (*n).stale = ((*n).stale & !bit) | (u16::from(s.gap == K::MAX) << i);
             }
         }
     }
@@ -527,6 +566,17 @@ impl<K: Key, E> NodeMut<K, E> {
     pub(crate) fn set_summary(self, i: usize, s: Summary<K>) {
         let p = self.slot_ptr(i);
         self.set_slot(i, s, p);
+    }
+
+    /// Set child `i`'s gap to its computed value (not stale). Internal nodes only.
+    pub(crate) fn set_gap(self, i: usize, gap: K) {
+        debug_assert!(!self.as_ref().is_leaf() && gap != K::MAX);
+        // SAFETY: as in `set_len`; an internal node's allocation is an `Internal`.
+        unsafe {
+            let n = self.raw();
+            (*(n as *mut Internal<K, E>)).gap[i] = gap;
+            (*n).stale &= !(1u16 << i);
+        }
     }
 
     pub(crate) fn set_ptr(self, i: usize, ptr: *mut ()) {
