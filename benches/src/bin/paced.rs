@@ -8,7 +8,7 @@
 //! | row | what runs besides the two readers | isolates |
 //! |---|---|---|
 //! | fresh | nothing | W1 two threads as the runner measures it |
-//! | aged | nothing, after 1M single-thread churn ops | the map's layout after churn (recycled blocks) |
+//! | aged | nothing, after 1M churn ops (single-thread, or beside two readers) | the map's layout after churn (recycled blocks) |
 //! | idle wake-ups | a third thread waking 1,000 times a second and doing nothing | the scheduler: a third thread on two cores |
 //! | empty sessions | the same thread opening and committing an empty session each wake-up | the session machinery (writers' lock, sequence, epoch) |
 //! | paced churn | a churn op per session (W2 paced) | everything: W2 paced as the runner measures it |
@@ -18,11 +18,16 @@
 //! as lookups per second of both readers together.
 //!
 //! ```text
-//! cargo run --release -p rcu-rangemap-bench --bin paced [-- [--n N] [--secs S] [--reps R] [--rate R] [--peer]]
+//! cargo run --release -p rcu-rangemap-bench --bin paced [-- [--n N] [--secs S] [--reps R] [--rate R] [--peer]
+//!                                                           [--age-with-readers]]
 //! ```
 //!
 //! `--rate R` sets the third thread's wake-ups per second (default 1,000; below 100 µs a
 //! period is spun out rather than slept).
+//!
+//! `--age-with-readers` ages the map as the runner's flat-out W2 phase does: the 1M churn
+//! ops run while two readers look up, so retired blocks wait out the readers' grace
+//! periods before they are reused.
 //!
 //! `--peer` runs `std::sync::RwLock<BTreeMap>` instead of our map (with "empty sessions"
 //! taking and releasing its write lock).
@@ -142,6 +147,7 @@ fn experiment<S: Concurrent>(
     rate: f64,
     empty: &(dyn Fn(&S) + Sync),
     addr: &dyn Fn(&S, u64) -> Option<usize>,
+    age_with_readers: bool,
 ) {
     let ranges = layout(n, 1);
     let mut s = S::build(&ranges);
@@ -156,9 +162,25 @@ fn experiment<S: Concurrent>(
     let fresh: Vec<f64> = (0..reps)
         .map(|_| sample(&s, empty, &addrs, &ops, Third::None, rate, dur))
         .collect();
-    // Age it: 1M churn ops, one per session (as W2's writer does them).
-    for i in 0..1_000_000 {
-        s.churn_mut(std::slice::from_ref(&ops[i % ops.len()]));
+    // Age it: 1M churn ops, one per session (as W2's writer does them), alone or (as the
+    // runner's flat-out W2 phase does) with two readers looking up meanwhile.
+    if age_with_readers {
+        let stop = AtomicBool::new(false);
+        let s = &s;
+        std::thread::scope(|sc| {
+            for list in &addrs {
+                let stop = &stop;
+                sc.spawn(move || lookup_loop(&|a| s.lookup(a), list, stop));
+            }
+            for i in 0..1_000_000 {
+                s.churn(std::slice::from_ref(&ops[i % ops.len()]));
+            }
+            stop.store(true, Relaxed);
+        });
+    } else {
+        for i in 0..1_000_000 {
+            s.churn_mut(std::slice::from_ref(&ops[i % ops.len()]));
+        }
     }
     let aged_footprint = footprint(&s, addr, &ranges);
     let rows = [
@@ -176,8 +198,13 @@ fn experiment<S: Concurrent>(
     let f = median(fresh);
     println!(
         "{} at N = {n} (2 readers; third thread at {rate} wake-ups/s; medians of {reps} x \
-         {secs} s)",
-        S::NAME
+         {secs} s; aged {})",
+        S::NAME,
+        if age_with_readers {
+            "beside two readers"
+        } else {
+            "alone"
+        }
     );
     println!("  fresh map: {fresh_footprint}");
     println!("  aged map:  {aged_footprint}");
@@ -202,6 +229,7 @@ fn main() {
     let mut reps = 5;
     let mut peer = false;
     let mut rate = 1000.0;
+    let mut age_with_readers = false;
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
         let mut val = || it.next().expect("a value");
@@ -211,17 +239,35 @@ fn main() {
             "--reps" => reps = val().parse().expect("--reps R"),
             "--rate" => rate = val().parse().expect("--rate R"),
             "--peer" => peer = true,
-            _ => panic!("usage: paced [--n N] [--secs S] [--reps R] [--rate R] [--peer]"),
+            "--age-with-readers" => age_with_readers = true,
+            _ => panic!(
+                "usage: paced [--n N] [--secs S] [--reps R] [--rate R] [--peer] \
+                 [--age-with-readers]"
+            ),
         }
     }
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     println!("load average at start: {}", load.trim());
     if peer {
-        experiment::<StdRw>(n, secs, reps, rate, &|s| drop(s.0.write()), &|_, _| None);
+        experiment::<StdRw>(
+            n,
+            secs,
+            reps,
+            rate,
+            &|s| drop(s.0.write()),
+            &|_, _| None,
+            age_with_readers,
+        );
     } else {
-        experiment::<Ours>(n, secs, reps, rate, &|s| s.0.write().commit(), &|s, k| {
-            s.0.get(k).map(|g| &*g as *const u64 as usize)
-        });
+        experiment::<Ours>(
+            n,
+            secs,
+            reps,
+            rate,
+            &|s| s.0.write().commit(),
+            &|s, k| s.0.get(k).map(|g| &*g as *const u64 as usize),
+            age_with_readers,
+        );
     }
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     println!("load average at end: {}", load.trim());
