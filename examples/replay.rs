@@ -396,7 +396,8 @@ fn throughput(plan: &Plan, args: &Args) -> ExitCode {
     let (_, base_spaces) = bench::run::<Locked>(plan, &work, args.window);
     println!(
         "uncontended: the same faults looked up again on one thread, in the maps a replay \
-         left (no writer, no second reader), median of 11 passes: {} {:.1} ns, {} {:.1} ns per lookup",
+         left (no writer, no second reader), median of 11 passes: {} {:.1} ns, {} {:.1} ns \
+         per lookup",
         Rcu::NAME,
         bench::uncontended_ns::<Rcu>(plan, &ours_spaces, 11),
         Locked::NAME,
