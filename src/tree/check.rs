@@ -81,7 +81,8 @@ fn randomized_edits_keep_invariants() {
         if op % 97 == 96 {
             // "Commit": the gaps are made exact, as `Writer`'s commit does before it
             // publishes (no published node may hold a stale gap: see `Internal`).
-            // SAFETY: as below.
+            // SAFETY: the test's tree, viewed as by every edit below (the session is the
+            // one its edits used; `retired` lists what they replaced).
             unsafe { CowTree::new(&mut root, session, &mut retired, &mut blocks) }.fix_gaps();
             // Later edits must copy what this session built. With no readers,
             // the replaced nodes can be reused at once: the next session allocates from

@@ -105,6 +105,12 @@ struct Slot<K> {
 /// session that edits one path many times summarises each node of it once. Published
 /// nodes hold no stale gap. `find_gap` on a session's own tree reads a stale gap as "may
 /// fit" and descends: pruning needs exact gaps, descending does not.
+///
+/// The fact is kept twice on purpose, and `NodeMut`'s setters keep the two in step: the
+/// `K::MAX` is what `find_gap` reads (it passes every size test, with no extra check on
+/// that path), the bits are what `fix_gaps` reads (it visits the stale slots without
+/// scanning the gap lines; with the scan instead of the bits, allocator steps, which edit
+/// one path per session, took 12% more instructions rather than 4%).
 #[repr(C)]
 pub(crate) struct Internal<K, E> {
     node: Node<K, E>,
