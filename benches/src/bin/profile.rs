@@ -6,6 +6,9 @@
 //! profile get   STRUCT N COUNT          COUNT lookups (W1, one thread)
 //! profile get-aged STRUCT N COUNT       the same after a million one-op churn sessions
 //! profile get-aged-clone N COUNT        ours, aged, then replaced by its clone (bulk build)
+//! profile get-aged-readers STRUCT N COUNT  aged as W2 flat out leaves it: the million
+//!                                       sessions run beside two readers looking up
+//!                                       (STRUCT: ours or stdrw); prints the loop's time
 //! profile churn STRUCT N PER COUNT      COUNT churn ops in sessions of PER ops (W3)
 //! profile alloc ALLOC  N COUNT          COUNT allocator steps (W4)
 //! profile empty-session COUNT           COUNT empty writer sessions of rcu_rangemap
@@ -72,6 +75,41 @@ fn get<S: Structure>(n: usize, count: usize, aged: bool) {
     black_box(measured_get(&s, &addrs, count));
 }
 
+/// Age the map as the runner's flat-out W2 phase does (two readers look up all the while,
+/// so the blocks retired wait out their grace periods), then look up on one thread. The
+/// lookup loop's wall time goes to stderr: single-threaded, it is a steadier measure of
+/// the aged layout than the readers of `paced`.
+fn get_aged_readers<S: Concurrent>(n: usize, count: usize) {
+    use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+    let ranges = layout(n, 1);
+    let s = S::build(&ranges);
+    let addrs: Vec<Vec<u64>> = (0..2)
+        .map(|t| hit_addresses(&ranges, 1 << 16, 0xadd0 + t as u64 + n as u64))
+        .collect();
+    let ops = churn_ops(&ranges, 1 << 14, 0xc0de + n as u64);
+    let stop = AtomicBool::new(false);
+    std::thread::scope(|sc| {
+        for list in &addrs {
+            let (s, stop) = (&s, &stop);
+            sc.spawn(move || lookup_loop(&|a| s.lookup(a), list, stop));
+        }
+        for i in 0..1_000_000 {
+            s.churn(std::slice::from_ref(&ops[i % ops.len()]));
+        }
+        stop.store(true, Relaxed);
+    });
+    // Untimed: let this thread's pins run the collector until the aging's garbage is gone,
+    // so the measured loop does lookups only (under callgrind, frees showed up in it).
+    for _ in 0..16 {
+        for &a in &addrs[1] {
+            black_box(s.lookup(a));
+        }
+    }
+    let t = std::time::Instant::now();
+    black_box(measured_get(&s, &addrs[0], count));
+    eprintln!("lookup loop: {:.3} s", t.elapsed().as_secs_f64());
+}
+
 /// Ours only: age the map as `get-aged` does, then replace it by its clone (a bulk build:
 /// fresh, packed blocks) and look up.
 fn get_aged_clone(n: usize, count: usize) {
@@ -119,7 +157,7 @@ macro_rules! by_name {
 
 fn usage(msg: &str) -> ! {
     eprintln!(
-        "profile: {msg}\nusage: profile get[-aged] STRUCT N COUNT | churn STRUCT N PER COUNT | \
+        "profile: {msg}\nusage: profile get[-aged[-readers]] STRUCT N COUNT | churn STRUCT N PER COUNT | \
          alloc ALLOC N COUNT | empty-session COUNT\n  STRUCT: ours floor stdrw plrw swap \
          scc skip rangemap concread; ALLOC: ours crate vm"
     );
@@ -138,6 +176,11 @@ fn main() {
             args[1].as_str(),
             get(num(args.get(2)), num(args.get(3)), w == "get-aged")
         ),
+        Some("get-aged-readers") => match args.get(1).map(String::as_str) {
+            Some("ours") => get_aged_readers::<Ours>(num(args.get(2)), num(args.get(3))),
+            Some("stdrw") => get_aged_readers::<StdRw>(num(args.get(2)), num(args.get(3))),
+            _ => usage("get-aged-readers takes ours or stdrw"),
+        },
         Some("get-aged-clone") => get_aged_clone(num(args.get(1)), num(args.get(2))),
         Some("churn") => by_name!(
             args[1].as_str(),
