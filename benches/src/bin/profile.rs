@@ -77,8 +77,9 @@ fn get<S: Structure>(n: usize, count: usize, aged: bool) {
 
 /// Age the map as the runner's flat-out W2 phase does (two readers look up all the while,
 /// so the blocks retired wait out their grace periods), then look up on one thread. The
-/// lookup loop's wall time goes to stderr: single-threaded, it is a steadier measure of
-/// the aged layout than the readers of `paced`.
+/// lookup loop's wall time goes to stderr, though on the 2-vCPU VM it proved no steadier
+/// than `paced`'s readers; the use is under callgrind with its cache shaped as the data
+/// TLBs (benches/analysis.md, "Lowest address first").
 fn get_aged_readers<S: Concurrent>(n: usize, count: usize) {
     use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
     let ranges = layout(n, 1);
@@ -157,9 +158,9 @@ macro_rules! by_name {
 
 fn usage(msg: &str) -> ! {
     eprintln!(
-        "profile: {msg}\nusage: profile get[-aged[-readers]] STRUCT N COUNT | churn STRUCT N PER COUNT | \
-         alloc ALLOC N COUNT | empty-session COUNT\n  STRUCT: ours floor stdrw plrw swap \
-         scc skip rangemap concread; ALLOC: ours crate vm"
+        "profile: {msg}\nusage: profile get[-aged[-readers]] STRUCT N COUNT | \
+         churn STRUCT N PER COUNT | alloc ALLOC N COUNT | empty-session COUNT\n  \
+         STRUCT: ours floor stdrw plrw swap scc skip rangemap concread; ALLOC: ours crate vm"
     );
     std::process::exit(2)
 }
