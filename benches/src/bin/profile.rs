@@ -78,8 +78,9 @@ fn get<S: Structure>(n: usize, count: usize, aged: bool) {
 /// Age the map as the runner's flat-out W2 phase does (two readers look up all the while,
 /// so the blocks retired wait out their grace periods), then look up on one thread. The
 /// lookup loop's wall time goes to stderr, though on the 2-vCPU VM it proved no steadier
-/// than `paced`'s readers; the use is under callgrind with its cache shaped as the data
-/// TLBs (benches/analysis.md, "Lowest address first").
+/// than `paced`'s readers. Under callgrind with its cache shaped as the data TLBs it counts
+/// TLB misses, but of valgrind's aging, whose threads run one at a time: not the layout
+/// the runner's readers see (benches/analysis.md, "Lowest address first").
 fn get_aged_readers<S: Concurrent>(n: usize, count: usize) {
     use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
     let ranges = layout(n, 1);
