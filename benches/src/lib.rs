@@ -130,6 +130,23 @@ pub fn lookup_loop<F: Fn(u64) -> u64>(op: &F, list: &[u64], stop: &AtomicBool) -
     }
 }
 
+/// Age `s` as the runner's flat-out W2 phase does: `count` one-op sessions from `ops`
+/// (cycled) while one reader per list in `addrs` looks up, so the blocks each session
+/// retires wait out the readers' grace periods before they can be reused.
+pub fn churn_beside_readers<S: Concurrent>(s: &S, ops: &[Op], count: usize, addrs: &[Vec<u64>]) {
+    let stop = AtomicBool::new(false);
+    std::thread::scope(|sc| {
+        for list in addrs {
+            let stop = &stop;
+            sc.spawn(move || lookup_loop(&|a| s.lookup(a), list, stop));
+        }
+        for i in 0..count {
+            s.churn(std::slice::from_ref(&ops[i % ops.len()]));
+        }
+        stop.store(true, Relaxed);
+    });
+}
+
 /// One churn operation: remove range `idx` and re-insert it with `value`.
 #[derive(Clone, Debug)]
 pub struct Op {

@@ -165,18 +165,7 @@ fn experiment<S: Concurrent>(
     // Age it: 1M churn ops, one per session (as W2's writer does them), alone or (as the
     // runner's flat-out W2 phase does) with two readers looking up meanwhile.
     if age_with_readers {
-        let stop = AtomicBool::new(false);
-        let s = &s;
-        std::thread::scope(|sc| {
-            for list in &addrs {
-                let stop = &stop;
-                sc.spawn(move || lookup_loop(&|a| s.lookup(a), list, stop));
-            }
-            for i in 0..1_000_000 {
-                s.churn(std::slice::from_ref(&ops[i % ops.len()]));
-            }
-            stop.store(true, Relaxed);
-        });
+        churn_beside_readers(&s, &ops, 1_000_000, &addrs);
     } else {
         for i in 0..1_000_000 {
             s.churn_mut(std::slice::from_ref(&ops[i % ops.len()]));

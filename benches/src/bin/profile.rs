@@ -82,24 +82,13 @@ fn get<S: Structure>(n: usize, count: usize, aged: bool) {
 /// TLB misses, but of valgrind's aging, whose threads run one at a time: not the layout
 /// the runner's readers see (benches/analysis.md, "Lowest address first").
 fn get_aged_readers<S: Concurrent>(n: usize, count: usize) {
-    use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
     let ranges = layout(n, 1);
     let s = S::build(&ranges);
     let addrs: Vec<Vec<u64>> = (0..2)
         .map(|t| hit_addresses(&ranges, 1 << 16, 0xadd0 + t as u64 + n as u64))
         .collect();
     let ops = churn_ops(&ranges, 1 << 14, 0xc0de + n as u64);
-    let stop = AtomicBool::new(false);
-    std::thread::scope(|sc| {
-        for list in &addrs {
-            let (s, stop) = (&s, &stop);
-            sc.spawn(move || lookup_loop(&|a| s.lookup(a), list, stop));
-        }
-        for i in 0..1_000_000 {
-            s.churn(std::slice::from_ref(&ops[i % ops.len()]));
-        }
-        stop.store(true, Relaxed);
-    });
+    churn_beside_readers(&s, &ops, 1_000_000, &addrs);
     // Untimed: let this thread's pins run the collector until the aging's garbage is gone,
     // so the measured loop does lookups only (under callgrind, frees showed up in it).
     for _ in 0..16 {
