@@ -7,7 +7,9 @@
 //! - **Readers** ([`RangeMap::get`]) pin an epoch, descend the published tree with plain
 //!   loads, and take a read count on the one entry they find — no map-wide lock, no atomic
 //!   read-modify-write on shared tree memory. The [`ReadGuard`] holds that count, not the
-//!   epoch, so long-lived guards never hold back memory reclamation.
+//!   epoch, so long-lived guards never hold back memory reclamation. A reader doing many
+//!   lookups may instead pin once for a batch of them ([`EpochPin`], [`RangeMap::pin`]):
+//!   the pin is a full memory fence, a large share of a lookup on small maps.
 //! - **Writers** ([`RangeMap::write`]) are serialised. A session edits a private
 //!   copy-on-write version, write-locks only the entries it changes (waiting for their
 //!   readers), and publishes everything with one atomic root store at commit; one
@@ -83,6 +85,7 @@ mod lock;
 #[cfg(all(test, not(loom)))]
 mod lock_stress;
 mod map;
+mod pinned;
 mod reclaim;
 mod stats;
 mod sync;
@@ -93,5 +96,6 @@ pub use entry::ReadGuard;
 pub use error::{InsertError, InsertErrorKind, TryGetError};
 pub use key::Key;
 pub use map::{Fit, Gaps, Overlapping, RangeMap};
+pub use pinned::{EpochPin, Pinned};
 pub use stats::Stats;
 pub use writer::{Displaced, DisplacedIter, Writer};

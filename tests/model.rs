@@ -17,7 +17,7 @@
 //! `PROPTEST_CASES` environment variable; under Miri the default is 4.
 
 use proptest::prelude::*;
-use rcu_rangemap::{Fit, InsertErrorKind, Key, RangeMap, TryGetError};
+use rcu_rangemap::{EpochPin, Fit, InsertErrorKind, Key, RangeMap, ReadGuard, TryGetError};
 use std::collections::BTreeMap;
 use std::ops::Range;
 
@@ -546,20 +546,29 @@ fn check_map<K: TestKey>(map: &RangeMap<K, Val>, model: &Model, queries: &[Query
         let extra: Vec<u128> = queries.iter().flat_map(|q| [q.a, q.b]).collect();
         model.probe_keys(&extra)
     };
+    // One pin held across all of them, as a reader of `get_pinned` would.
+    let pin = EpochPin::new();
+    let piece = |g: ReadGuard<'_, K, Val>| {
+        let (s, e) = ur(&g.range());
+        (s, e, (*g).clone())
+    };
     for &key in &keys {
         let want = model.get(key);
-        let got = map.get(k(key)).map(|g| {
-            let (s, e) = ur(&g.range());
-            (s, e, (*g).clone())
-        });
-        assert_eq!(got, want, "get({key})");
-        match map.try_get(k(key)) {
-            Ok(g) => {
-                let (s, e) = ur(&g.range());
-                assert_eq!(Some((s, e, (*g).clone())), want, "try_get({key})");
+        assert_eq!(map.get(k(key)).map(piece), want, "get({key})");
+        assert_eq!(
+            map.get_pinned(k(key), &pin).map(piece),
+            want,
+            "get_pinned({key})"
+        );
+        for (how, got) in [
+            ("try_get", map.try_get(k(key))),
+            ("try_get_pinned", map.try_get_pinned(k(key), &pin)),
+        ] {
+            match got {
+                Ok(g) => assert_eq!(Some(piece(g)), want, "{how}({key})"),
+                Err(TryGetError::Vacant) => assert_eq!(want, None, "{how}({key}) said Vacant"),
+                Err(e) => panic!("{how}({key}) with no writer active: {e:?}"),
             }
-            Err(TryGetError::Vacant) => assert_eq!(want, None, "try_get({key}) said Vacant"),
-            Err(e) => panic!("try_get({key}) with no writer active: {e:?}"),
         }
     }
 

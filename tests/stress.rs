@@ -7,13 +7,14 @@
 //! - `torn_values`: a value the writer changes in two steps through `get_mut` is never
 //!   read half-changed.
 //! - `no_spurious_vacancy`: keys that are covered at every commit are never reported
-//!   vacant (crossbeam-skiplist #1023 class), by `get`, `try_get`, `gaps`, `find_gap`
-//!   or a walk with `overlapping`.
+//!   vacant (crossbeam-skiplist #1023 class), by `get`, `get_pinned` (its pin held across
+//!   commits), `try_get`, `gaps`, `find_gap` or a walk with `overlapping`.
 //! - `drop_counting`: every value created is dropped exactly once, with readers holding
 //!   guards across sessions and the map dropped while epoch garbage is pending; and
 //!   never in a reader thread (that is, never in a reclamation callback).
 //! - `removed_never_readable`: once a reader knows a session committed, it never again
-//!   reads a value that session removed.
+//!   reads a value that session removed — also through `get_pinned` under a pin taken
+//!   before that commit.
 //! - `liveness`: readers of an entry that back-to-back sessions keep locking still get
 //!   through.
 //!
@@ -24,7 +25,7 @@
 //! waiting to write-lock, is a deadlock by design (as with any pair of locks taken in
 //! opposite orders).
 
-use rcu_rangemap::{Fit, RangeMap, TryGetError};
+use rcu_rangemap::{EpochPin, Fit, RangeMap, TryGetError};
 use std::hint::black_box;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering::*};
 use std::sync::Barrier;
@@ -240,8 +241,13 @@ fn no_spurious_vacancy() {
                 barrier.wait();
                 let mut rng = Rng(t as u64 + 10);
                 let mut turns = 0u64;
+                // Held across turns (and so across commits), renewed now and then.
+                let mut pin = EpochPin::new();
                 while !stop.load(Relaxed) {
                     tick(&mut turns, progress);
+                    if turns % 64 == 0 {
+                        pin.repin();
+                    }
                     let key = rng.below(R);
                     match map.get(key) {
                         Some(g) => {
@@ -249,6 +255,10 @@ fn no_spurious_vacancy() {
                             stats[0].fetch_add(1, Relaxed);
                         }
                         None => panic!("spurious vacancy: get({key}) returned None"),
+                    }
+                    match map.get_pinned(key, &pin) {
+                        Some(g) => assert!(g.range().contains(&key), "{:?}", g.range()),
+                        None => panic!("spurious vacancy: get_pinned({key}) returned None"),
                     }
                     match map.try_get(key) {
                         Ok(g) => {
@@ -671,8 +681,19 @@ fn removed_never_readable() {
                 let mut rng = Rng(t as u64 + 77);
                 let mut last = [0u64; SPACE as usize];
                 let mut n = 0;
+                // Held across turns (and so across commits), renewed now and then: a pin
+                // older than a commit must not make what it removed readable.
+                let mut pin = EpochPin::new();
                 while !stop.load(Relaxed) {
+                    if rng.chance(64) {
+                        pin.repin();
+                    }
                     let key = rng.below(SPACE);
+                    let floor = committed.load(Acquire);
+                    if let Some(g) = map.get_pinned(key, &pin) {
+                        let now = committed.load(Acquire);
+                        g.verify(key, floor, now, &mut last[key as usize]);
+                    }
                     let floor = committed.load(Acquire);
                     if let Some(g) = map.get(key) {
                         assert!(g.range().contains(&key));

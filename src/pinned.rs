@@ -1,0 +1,140 @@
+//! Epoch pins that readers hold across lookups: [`EpochPin`], and [`Pinned`], a map with
+//! one.
+//!
+//! Owns: the caller's pin and its renewal. Must not: reach the tree itself — lookups go
+//! through `RangeMap`'s own fast and waiting paths, which take the pin as an argument.
+
+use core::fmt;
+
+use crate::entry::ReadGuard;
+use crate::error::TryGetError;
+use crate::key::Key;
+use crate::map::RangeMap;
+use crate::reclaim::{self, Guard};
+
+/// This thread pinned in the epoch scheme that reclaims every map's memory, held across
+/// lookups: [`RangeMap::get_pinned`] and [`RangeMap::try_get_pinned`] use it instead of
+/// pinning for each descent, in any map.
+///
+/// While it lives, memory retired after it was pinned is not reclaimed, in any map (or
+/// anywhere else crossbeam-epoch's global collector is used). Writer sessions go on, but
+/// allocate fresh blocks instead of reusing retired ones. So hold it for a batch of
+/// lookups, not for a thread's lifetime, or [`repin`](Self::repin) between batches. The
+/// [`ReadGuard`]s looked up under it hold their entries' read locks, not the pin, and may
+/// outlive it. It is neither `Send` nor `Sync`: the pin belongs to the thread that took it.
+///
+/// ```
+/// use rcu_rangemap::{EpochPin, RangeMap};
+///
+/// let map = RangeMap::<u32, char>::new();
+/// map.write().insert(10..20, 'x');
+/// let mut pin = EpochPin::new();
+/// let mut hits = 0;
+/// for batch in [[10, 15], [19, 20]] {
+///     hits += batch.iter().filter(|&&k| map.get_pinned(k, &pin).is_some()).count();
+///     pin.repin(); // let reclamation move on between batches
+/// }
+/// assert_eq!(hits, 3);
+/// ```
+//
+// Invariant: `guard` pins the collector that every map retires its blocks into
+// (`reclaim::pin`'s), so a block reached from a root loaded under it stays allocated while
+// it is held, whichever map the root belongs to.
+pub struct EpochPin {
+    guard: Guard,
+}
+
+impl EpochPin {
+    /// Pin the current thread (one full memory fence, or less if it is pinned already).
+    pub fn new() -> Self {
+        EpochPin {
+            guard: reclaim::pin(),
+        }
+    }
+
+    /// Unpin and pin again, so that memory retired since the pin was taken can be
+    /// reclaimed. Costs about one [`new`](Self::new); guards looked up before stay valid.
+    pub fn repin(&mut self) {
+        self.guard.repin();
+    }
+
+    /// The pin, for a descent (the invariant above).
+    #[inline]
+    pub(crate) fn guard(&self) -> &Guard {
+        &self.guard
+    }
+}
+
+impl Default for EpochPin {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl fmt::Debug for EpochPin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EpochPin").finish_non_exhaustive()
+    }
+}
+
+/// A map and an [`EpochPin`] held across lookups in it; from [`RangeMap::pin`].
+///
+/// [`get`](Self::get) and [`try_get`](Self::try_get) answer exactly as the map's own
+/// [`RangeMap::get`] and [`RangeMap::try_get`] (same waiting, same guarantees, same
+/// statistics); they only skip pinning for each descent. What [`EpochPin`] says about how
+/// long to hold a pin applies here.
+///
+/// ```
+/// use rcu_rangemap::{RangeMap, TryGetError};
+///
+/// let map = RangeMap::<u32, char>::new();
+/// map.write().insert(10..20, 'x');
+/// let mut pinned = map.pin();
+/// assert_eq!(pinned.get(15).map(|g| (*g, g.range())), Some(('x', 10..20)));
+/// pinned.repin();
+/// assert_eq!(pinned.try_get(20).unwrap_err(), TryGetError::Vacant);
+/// ```
+pub struct Pinned<'a, K: Key, V> {
+    map: &'a RangeMap<K, V>,
+    pin: EpochPin,
+}
+
+impl<'a, K: Key, V> Pinned<'a, K, V> {
+    pub(crate) fn new(map: &'a RangeMap<K, V>, pin: EpochPin) -> Self {
+        Pinned { map, pin }
+    }
+
+    /// The entry holding `key`, read-locked: [`RangeMap::get_pinned`] under this pin.
+    /// The guard borrows the map, not this handle. O(log n).
+    #[inline]
+    pub fn get(&self, key: K) -> Option<ReadGuard<'a, K, V>> {
+        self.map.get_pinned(key, &self.pin)
+    }
+
+    /// [`RangeMap::try_get_pinned`] under this pin: never blocks. O(log n).
+    ///
+    /// # Errors
+    /// As [`RangeMap::try_get`].
+    #[inline]
+    pub fn try_get(&self, key: K) -> Result<ReadGuard<'a, K, V>, TryGetError> {
+        self.map.try_get_pinned(key, &self.pin)
+    }
+
+    /// [`EpochPin::repin`].
+    pub fn repin(&mut self) {
+        self.pin.repin();
+    }
+
+    /// The map this handle reads.
+    pub fn map(&self) -> &'a RangeMap<K, V> {
+        self.map
+    }
+}
+
+impl<K: Key, V> fmt::Debug for Pinned<'_, K, V> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Pinned")
+            .field("pin", &self.pin)
+            .finish_non_exhaustive()
+    }
+}
