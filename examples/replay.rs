@@ -88,7 +88,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use bench::{Backend, Bare, Locked, Rcu, RunResult};
+use bench::{Backend, Bare, Locked, Rcu, RcuPinned, RunResult};
 use rcu_rangemap::Stats;
 use trace::Plan;
 
@@ -231,6 +231,10 @@ fn check(plan: &Plan, args: &Args) -> ExitCode {
     for (name, r) in [
         (Rcu::NAME, bench::run::<Rcu>(plan, &work, args.window).0),
         (
+            RcuPinned::NAME,
+            bench::run::<RcuPinned>(plan, &work, args.window).0,
+        ),
+        (
             Locked::NAME,
             bench::run::<Locked>(plan, &work, args.window).0,
         ),
@@ -286,10 +290,12 @@ fn one<B: Backend>(plan: &Plan, work: &[bench::ReaderWork], window: usize, t: &m
 fn throughput(plan: &Plan, args: &Args) -> ExitCode {
     let work = bench::split_work(plan, args.threads);
     let mut rcu = Totals::default();
+    let mut pinned = Totals::default();
     let mut locked = Totals::default();
     let mut bare = Totals::default();
     // Warm-up, not counted.
     one::<Rcu>(plan, &work, args.window, &mut Totals::default());
+    one::<RcuPinned>(plan, &work, args.window, &mut Totals::default());
     one::<Locked>(plan, &work, args.window, &mut Totals::default());
     one::<Bare>(plan, &work, args.window, &mut Totals::default());
     eprintln!(
@@ -313,14 +319,16 @@ fn throughput(plan: &Plan, args: &Args) -> ExitCode {
         if repeats % 2 == 0 {
             one::<Rcu>(plan, &work, args.window, &mut rcu);
             one::<Locked>(plan, &work, args.window, &mut locked);
+            one::<RcuPinned>(plan, &work, args.window, &mut pinned);
         } else {
+            one::<RcuPinned>(plan, &work, args.window, &mut pinned);
             one::<Locked>(plan, &work, args.window, &mut locked);
             one::<Rcu>(plan, &work, args.window, &mut rcu);
         }
         one::<Bare>(plan, &work, args.window, &mut bare);
         repeats += 1;
         progress.tick(|| format!("{repeats} repeats"));
-        if !(rcu.run.ok() && locked.run.ok()) {
+        if !(rcu.run.ok() && pinned.run.ok() && locked.run.ok()) {
             break;
         }
     }
@@ -371,15 +379,20 @@ fn throughput(plan: &Plan, args: &Args) -> ExitCode {
         "errors"
     );
     let (ours_ev, ours) = row(Rcu::NAME, &rcu, Rcu::ANSWERS);
+    let (pinned_ev, pinned_lk) = row(RcuPinned::NAME, &pinned, RcuPinned::ANSWERS);
     let (base_ev, base) = row(Locked::NAME, &locked, Locked::ANSWERS);
     let (_, ceiling) = row(Bare::NAME, &bare, Bare::ANSWERS);
-    println!(
-        "ratio {} / {}: lookups/s {:.2}x (target >= 1.5x), events/s {:.2}x",
-        Rcu::NAME,
-        Locked::NAME,
-        ours / base,
-        ours_ev / base_ev
-    );
+    for (name, lk, ev) in [
+        (Rcu::NAME, ours, ours_ev),
+        (RcuPinned::NAME, pinned_lk, pinned_ev),
+    ] {
+        println!(
+            "ratio {name} / {}: lookups/s {:.2}x (target >= 1.5x), events/s {:.2}x",
+            Locked::NAME,
+            lk / base,
+            ev / base_ev
+        );
+    }
     let per_replay = |t: &Totals| t.run.wall.as_secs_f64() * 1e3 / t.runs.max(1) as f64;
     println!(
         "ceiling: with no map at all the scheme alone allows {:.1}x the baseline's lookups/s; \
@@ -397,9 +410,11 @@ fn throughput(plan: &Plan, args: &Args) -> ExitCode {
     println!(
         "uncontended: the same faults looked up again on one thread, in the maps a replay \
          left (no writer, no second reader), median of 11 passes: {} {:.1} ns, {} {:.1} ns \
-         per lookup",
+         (one pin per pass), {} {:.1} ns per lookup",
         Rcu::NAME,
         bench::uncontended_ns::<Rcu>(plan, &ours_spaces, 11),
+        RcuPinned::NAME,
+        bench::uncontended_ns::<RcuPinned>(plan, &ours_spaces, 11),
         Locked::NAME,
         bench::uncontended_ns::<Locked>(plan, &base_spaces, 11)
     );
@@ -419,7 +434,9 @@ fn throughput(plan: &Plan, args: &Args) -> ExitCode {
         s.slow,
         s.retry
     );
-    let ok = report_errors(Rcu::NAME, &rcu.run) & report_errors(Locked::NAME, &locked.run);
+    let ok = report_errors(Rcu::NAME, &rcu.run)
+        & report_errors(RcuPinned::NAME, &pinned.run)
+        & report_errors(Locked::NAME, &locked.run);
     if ok {
         ExitCode::SUCCESS
     } else {

@@ -145,16 +145,22 @@ fn snippet_answers_are_the_hand_worked_ones() {
         (report.faults, report.hits, report.misses),
         (want.len(), 12, 7)
     );
-    // ...and concurrently, whatever the window.
+    // ...and concurrently, whatever the window, with a pin per lookup or per epoch.
+    concurrently::<bench::Rcu>(&plan, want.len());
+    concurrently::<bench::RcuPinned>(&plan, want.len());
+}
+
+/// Replays `plan` on `B` with every window and reader count the snippet test asks for.
+fn concurrently<B: bench::Backend<Space = trace::Space>>(plan: &Plan, faults: usize) {
     for window in [0, 1, 3] {
         for readers in [1, 2] {
-            let work = bench::split_work(&plan, readers);
-            let (r, spaces) = bench::run::<bench::Rcu>(&plan, &work, window);
-            assert!(r.ok(), "{:?}", r.errors);
-            assert_final_rcu(&plan, &spaces);
-            assert_eq!(r.exact + r.stale, want.len() as u64);
+            let work = bench::split_work(plan, readers);
+            let (r, spaces) = bench::run::<B>(plan, &work, window);
+            assert!(r.ok(), "{}: {:?}", B::NAME, r.errors);
+            assert_final_rcu(plan, &spaces);
+            assert_eq!(r.exact + r.stale, faults as u64);
             if window == 0 {
-                assert_eq!(r.exact, want.len() as u64);
+                assert_eq!(r.exact, faults as u64);
             }
         }
     }
@@ -235,7 +241,7 @@ fn bundled_trace_checks_sequentially() {
 
 #[test]
 #[cfg_attr(miri, ignore)] // 50 000 events: far too slow under Miri (and it reads a file)
-fn bundled_trace_replays_concurrently_on_both_maps() {
+fn bundled_trace_replays_concurrently_on_every_map() {
     let plan = bundled();
     let work = bench::split_work(&plan, 2);
     assert_eq!(
@@ -244,12 +250,14 @@ fn bundled_trace_replays_concurrently_on_both_maps() {
     );
     let (rcu, spaces) = bench::run::<bench::Rcu>(&plan, &work, 2);
     assert_final_rcu(&plan, &spaces);
+    let (pinned, spaces) = bench::run::<bench::RcuPinned>(&plan, &work, 2);
+    assert_final_rcu(&plan, &spaces);
     let (locked, spaces) = bench::run::<bench::Locked>(&plan, &work, 2);
     let want = final_contents(&plan);
     for (i, (s, want)) in spaces.iter().zip(&want).enumerate() {
         assert_eq!(&s.read().unwrap().contents(), want, "space {i}");
     }
-    for r in [&rcu, &locked] {
+    for r in [&rcu, &pinned, &locked] {
         assert!(r.ok(), "{:?} {:?}", r.errors, r.writer_error);
         assert_eq!(r.lookups, 48068);
         assert_eq!(r.exact + r.stale, 48068);

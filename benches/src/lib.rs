@@ -110,17 +110,28 @@ pub fn probe_addresses(ranges: &[Range<u64>]) -> Vec<u64> {
 }
 
 /// One reader thread of the lookup workloads: run `op` over `list` round and round, 512
-/// addresses between looks at `stop`; returns how many it ran. Out of line, so profiles
-/// show it as one frame.
-#[inline(never)]
+/// addresses between looks at `stop`; returns how many it ran.
+#[inline]
 pub fn lookup_loop<F: Fn(u64) -> u64>(op: &F, list: &[u64], stop: &AtomicBool) -> u64 {
+    run_loop(&|run: &[u64]| fold_lookups(run, op), list, stop)
+}
+
+/// The sum of `op` over `addrs` (wrapping), as the lookup loops accumulate it.
+#[inline]
+pub fn fold_lookups<F: Fn(u64) -> u64>(addrs: &[u64], op: &F) -> u64 {
+    addrs.iter().fold(0u64, |acc, &a| acc.wrapping_add(op(a)))
+}
+
+/// [`lookup_loop`] with `op` taking a run of 512 addresses at once (so that it may hold
+/// something across them, as [`OursPinned`] holds a pin). Out of line, so profiles show it
+/// as one frame.
+#[inline(never)]
+pub fn run_loop<F: Fn(&[u64]) -> u64>(op: &F, list: &[u64], stop: &AtomicBool) -> u64 {
     let mut n = 0u64;
     let mut acc = 0u64;
     loop {
         for chunk in list.chunks(512) {
-            for &a in chunk {
-                acc = acc.wrapping_add(op(a));
-            }
+            acc = acc.wrapping_add(op(chunk));
             n += chunk.len() as u64;
             if stop.load(Relaxed) {
                 std::hint::black_box(acc);
@@ -185,6 +196,12 @@ pub trait Structure: Sized + Send + Sync {
     /// One write session (a lock hold, transaction, or copy) applying `ops` in order: each
     /// removes its range and re-inserts it with the new value. Single-thread use.
     fn churn_mut(&mut self, ops: &[Op]);
+    /// [`lookup`](Self::lookup) over a run of addresses, summed (wrapping): what the
+    /// lookup workloads' threads call.
+    #[inline]
+    fn lookup_run(&self, addrs: &[u64]) -> u64 {
+        fold_lookups(addrs, &|a| self.lookup(a))
+    }
     /// Internal counters worth reporting (ours: the lock statistics), if any.
     fn diag(&self) -> Option<String> {
         None
@@ -247,6 +264,43 @@ impl Ours {
              for the session {}, slow-path grants {}",
             s.success, s.abort, s.retry, s.miss, s.waited, s.slow
         )
+    }
+}
+
+/// This crate's map, read under one `EpochPin` per [`PINNED_RUN`] lookups
+/// (`RangeMap::pin`) instead of one pin per lookup; writes as [`Ours`].
+pub struct OursPinned(pub Ours);
+
+/// Lookups [`OursPinned`] makes under one pin.
+pub const PINNED_RUN: usize = 64;
+
+impl Structure for OursPinned {
+    const NAME: &'static str = "rcu_rangemap (pin per 64)";
+    fn build(ranges: &[Range<u64>]) -> Self {
+        OursPinned(Ours::build(ranges))
+    }
+    fn get(&self, addr: u64) -> Option<(Range<u64>, u64)> {
+        self.0 .0.pin().get(addr).map(|g| (g.range(), *g))
+    }
+    fn lookup(&self, addr: u64) -> u64 {
+        self.lookup_run(std::slice::from_ref(&addr))
+    }
+    #[inline]
+    fn lookup_run(&self, addrs: &[u64]) -> u64 {
+        addrs.chunks(PINNED_RUN).fold(0u64, |acc, run| {
+            let pinned = self.0 .0.pin();
+            acc.wrapping_add(fold_lookups(run, &|a| match pinned.get(a) {
+                Some(g) => *g,
+                None => MISS,
+            }))
+        })
+    }
+    churn_mut_via_shared!();
+}
+
+impl Concurrent for OursPinned {
+    fn churn(&self, ops: &[Op]) {
+        self.0.churn(ops)
     }
 }
 

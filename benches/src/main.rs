@@ -329,7 +329,7 @@ fn readers<S: Structure>(s: &S, addrs: &[Vec<u64>], threads: usize, dur: Duratio
 }
 
 fn read_loop<S: Structure>(s: &S, list: &[u64], stop: &AtomicBool) -> u64 {
-    lookup_loop(&|a| s.lookup(a), list, stop)
+    run_loop(&|run| s.lookup_run(run), list, stop)
 }
 
 /// Two readers and one writer; the writer runs churn sessions of one op each, flat out or
@@ -559,6 +559,8 @@ fn lookups_and_churn(b: &mut Bench) {
         );
         let ranges = layout(n, 1);
         shared::<Ours>(b, at, &ranges);
+        // The same map read under one pin per 64 lookups: W1 and W2 only (it writes as Ours).
+        shared::<OursPinned>(b, At { w3: false, ..at }, &ranges);
         floor(b, at, &ranges);
         shared::<StdRw>(b, at, &ranges);
         shared::<PlRw>(b, at, &ranges);
@@ -829,6 +831,20 @@ fn atomics(b: &mut Bench) {
 
 const STRUCTS: [&str; 9] = [
     Ours::NAME,
+    Floor::NAME,
+    StdRw::NAME,
+    PlRw::NAME,
+    Swap::NAME,
+    Scc::NAME,
+    Skip::NAME,
+    RangeMapRw::NAME,
+    Concread::NAME,
+];
+/// Rows of the lookup tables (W1, W2): every structure, and our map read under a pin held
+/// across 64 lookups (`RangeMap::pin`; it writes as ours, so W3 and mem have no such row).
+const READERS: [&str; 10] = [
+    Ours::NAME,
+    OursPinned::NAME,
     Floor::NAME,
     StdRw::NAME,
     PlRw::NAME,
@@ -1504,7 +1520,7 @@ fn report(b: &Bench, info: &RunInfo) -> String {
          releases whatever it held. Ranges of 1–64 pages with gaps of 0–16 pages from \
          0x5555_0000_0000. \"ours ÷ this\" > 1 means rcu_rangemap is faster.\n\n{note}\n"
     );
-    s.push_str(&table(b, "W1", &w1c, &STRUCTS, o, "lookups/s", true));
+    s.push_str(&table(b, "W1", &w1c, &READERS, o, "lookups/s", true));
 
     for n in ["1k", "100k"] {
         let c: Vec<(&str, String)> = vec![
@@ -1521,7 +1537,7 @@ fn report(b: &Bench, info: &RunInfo) -> String {
              1,000 sessions/s (the writer column then shows the pace achieved). \
              Writer figures are sessions/s.\n\n{note}\n"
         );
-        s.push_str(&table(b, "W2", &c, &STRUCTS, o, "per s", true));
+        s.push_str(&table(b, "W2", &c, &READERS, o, "per s", true));
     }
 
     let w3c: Vec<(&str, String)> = vec![
@@ -1654,7 +1670,10 @@ fn children(b: &mut Bench) {
         sizes.dedup();
         sizes.retain(|&n| b.opts.size(n));
         for n in sizes {
-            for name in STRUCTS.into_iter().filter(|s| b.opts.structure(s)) {
+            for name in READERS.into_iter().filter(|s| b.opts.structure(s)) {
+                if name == OursPinned::NAME && !(b.opts.section("W1") || b.opts.section("W2")) {
+                    continue;
+                }
                 jobs.push(vec![
                     "--only".into(),
                     lookups.join(","),

@@ -24,6 +24,10 @@ fn check_all<S: Structure>(s: &S, ranges: &[Range<u64>], values: &[u64], probes:
         let v = want.map_or(MISS, |(_, v)| v);
         assert_eq!(s.lookup(a), v, "{} lookup at {a:#x}", S::NAME);
     }
+    let sum = fold_lookups(probes, &|a| {
+        reference(ranges, values, a).map_or(MISS, |(_, v)| v)
+    });
+    assert_eq!(s.lookup_run(probes), sum, "{} lookup_run", S::NAME);
 }
 
 /// Build, probe, churn in sessions of 1 and of 64 ops, probe again.
@@ -52,6 +56,7 @@ fn agree<S: Structure>() {
 #[test]
 fn lookups_and_churn_agree() {
     agree::<Ours>();
+    agree::<OursPinned>();
     agree::<Floor>();
     agree::<StdRw>();
     agree::<PlRw>();
@@ -120,6 +125,7 @@ fn concurrent<S: Concurrent>(atomic_sessions: bool) {
 #[test]
 fn concurrent_answers_are_right() {
     concurrent::<Ours>(true);
+    concurrent::<OursPinned>(true);
     concurrent::<StdRw>(true);
     concurrent::<PlRw>(true);
     concurrent::<Swap>(true);

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Barrier, Mutex, OnceLock, RwLock};
 use std::time::{Duration, Instant};
 
-use rcu_rangemap::Stats;
+use rcu_rangemap::{EpochPin, Stats};
 
 use crate::trace::{
     apply_ref_one, apply_session_map, Action, Mapping, Plan, RefSpace, Session, Space, Step,
@@ -30,22 +30,29 @@ pub trait Backend {
         steps: &[Step],
         session: &Session,
     ) -> Result<(), (u32, String)>;
+    /// What a reader holds across one epoch's lookups (`()` if nothing).
+    type Pin;
+    /// Taken by a reader before an epoch's lookups, dropped after them.
+    fn pin() -> Self::Pin;
     /// A fault: the mapping holding `addr`, copied out of the (read-locked) map.
-    fn lookup(space: &Self::Space, addr: u64) -> Option<(Range<u64>, Mapping)>;
+    fn lookup(space: &Self::Space, addr: u64, pin: &Self::Pin) -> Option<(Range<u64>, Mapping)>;
     /// Lock statistics summed over `spaces`, if the implementation keeps them.
     fn stats(_spaces: &[Self::Space]) -> Option<Stats> {
         None
     }
 }
 
-/// `rcu_rangemap::RangeMap`: lookups are `get` (lock-free fast path). A space's map is
-/// created by its Create/Fork step (`RangeMap::new`, or `RangeMap::clone` of the parent),
-/// so spaces start unset.
+/// `rcu_rangemap::RangeMap`: lookups are `get` (lock-free fast path, one epoch pin per
+/// lookup). A space's map is created by its Create/Fork step (`RangeMap::new`, or
+/// `RangeMap::clone` of the parent), so spaces start unset.
 pub struct Rcu;
 
 impl Backend for Rcu {
     const NAME: &'static str = "rcu_rangemap";
     type Space = Space;
+    type Pin = ();
+
+    fn pin() {}
 
     fn new_space() -> Space {
         OnceLock::new()
@@ -62,7 +69,7 @@ impl Backend for Rcu {
     /// A space not created yet answers a miss (the epoch scheme never looks one up: a
     /// fault's space is created in its epoch's batch or before).
     #[inline]
-    fn lookup(space: &Space, addr: u64) -> Option<(Range<u64>, Mapping)> {
+    fn lookup(space: &Space, addr: u64, _: &()) -> Option<(Range<u64>, Mapping)> {
         space.get()?.get(addr).map(|g| (g.range(), *g))
     }
 
@@ -75,6 +82,42 @@ impl Backend for Rcu {
     }
 }
 
+/// [`Rcu`] with one `EpochPin` per reader per epoch: lookups are `get_pinned`, in
+/// whichever process's map, so the epoch's lookups share one pin (one fence) instead of
+/// taking one each. Same maps, same sessions, same answers.
+pub struct RcuPinned;
+
+impl Backend for RcuPinned {
+    const NAME: &'static str = "rcu_rangemap pinned";
+    type Space = Space;
+    type Pin = EpochPin;
+
+    fn pin() -> EpochPin {
+        EpochPin::new()
+    }
+
+    fn new_space() -> Space {
+        Rcu::new_space()
+    }
+
+    fn apply_session(
+        spaces: &[Space],
+        steps: &[Step],
+        session: &Session,
+    ) -> Result<(), (u32, String)> {
+        Rcu::apply_session(spaces, steps, session)
+    }
+
+    #[inline]
+    fn lookup(space: &Space, addr: u64, pin: &EpochPin) -> Option<(Range<u64>, Mapping)> {
+        space.get()?.get_pinned(addr, pin).map(|g| (g.range(), *g))
+    }
+
+    fn stats(spaces: &[Space]) -> Option<Stats> {
+        Rcu::stats(spaces)
+    }
+}
+
 /// The baseline: the reference model behind `std::sync::RwLock` (a `BTreeMap` of
 /// ranges); lookups take the read lock, sessions the write lock.
 pub struct Locked;
@@ -82,6 +125,9 @@ pub struct Locked;
 impl Backend for Locked {
     const NAME: &'static str = "RwLock<BTreeMap>";
     type Space = RwLock<RefSpace>;
+    type Pin = ();
+
+    fn pin() {}
 
     fn new_space() -> RwLock<RefSpace> {
         RwLock::new(RefSpace::default())
@@ -115,7 +161,7 @@ impl Backend for Locked {
     }
 
     #[inline]
-    fn lookup(space: &RwLock<RefSpace>, addr: u64) -> Option<(Range<u64>, Mapping)> {
+    fn lookup(space: &RwLock<RefSpace>, addr: u64, _: &()) -> Option<(Range<u64>, Mapping)> {
         let sp = space.read().unwrap_or_else(|e| e.into_inner());
         sp.lookup(addr).map(|(r, v)| (r, *v))
     }
@@ -131,6 +177,9 @@ impl Backend for Bare {
     const NAME: &'static str = "no map (ceiling)";
     const ANSWERS: bool = false;
     type Space = ();
+    type Pin = ();
+
+    fn pin() {}
 
     fn new_space() {}
 
@@ -139,7 +188,7 @@ impl Backend for Bare {
     }
 
     #[inline]
-    fn lookup(_: &(), addr: u64) -> Option<(Range<u64>, Mapping)> {
+    fn lookup(_: &(), addr: u64, _: &()) -> Option<(Range<u64>, Mapping)> {
         // Keeps the address load (the fault list is read as by the real maps).
         std::hint::black_box(addr);
         None
@@ -318,9 +367,10 @@ pub fn run<B: Backend>(
                         if !mine.is_empty() {
                             wait_until(|| committed.0.load(Ordering::Acquire) > epoch);
                             let t0 = Instant::now();
+                            let pin = B::pin();
                             for &i in mine {
                                 let f = &plan.faults[i as usize];
-                                let got = B::lookup(&spaces[f.space as usize], f.addr);
+                                let got = B::lookup(&spaces[f.space as usize], f.addr, &pin);
                                 r.lookups += 1;
                                 r.hits += u64::from(got.is_some());
                                 if !B::ANSWERS {
@@ -341,6 +391,7 @@ pub fn run<B: Backend>(
                                     }
                                 }
                             }
+                            drop(pin);
                             r.busy += t0.elapsed();
                         }
                         // Release: pairs with the writer's Acquire; our lookups of this
@@ -384,13 +435,15 @@ pub fn add_stats(a: &mut Stats, b: &Stats) {
 /// mapping is gone by the end are misses here: both implementations answer the same.)
 /// The median of `passes` timed passes, after one untimed pass (which warms the caches
 /// and, for `rcu_rangemap`, lets this thread's first epoch pins collect the garbage the
-/// replay left).
+/// replay left). A pass takes one `B::pin()` for all its lookups.
 pub fn uncontended_ns<B: Backend>(plan: &Plan, spaces: &[B::Space], passes: usize) -> f64 {
     let pass = || {
         let t0 = Instant::now();
+        let pin = B::pin();
         for f in &plan.faults {
-            std::hint::black_box(B::lookup(&spaces[f.space as usize], f.addr));
+            std::hint::black_box(B::lookup(&spaces[f.space as usize], f.addr, &pin));
         }
+        drop(pin);
         t0.elapsed().as_nanos() as f64 / plan.faults.len().max(1) as f64
     };
     pass();
