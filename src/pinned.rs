@@ -36,6 +36,13 @@ use crate::reclaim::{self, Guard};
 /// }
 /// assert_eq!(hits, 3);
 /// ```
+///
+/// It cannot be sent to another thread:
+///
+/// ```compile_fail
+/// fn send<T: Send>(_: T) {}
+/// send(rcu_rangemap::EpochPin::new());
+/// ```
 //
 // Invariant: `guard` pins the collector that every map retires its blocks into
 // (`reclaim::pin`'s), so a block reached from a root loaded under it stays allocated while

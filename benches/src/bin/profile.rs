@@ -12,7 +12,8 @@
 //! profile churn STRUCT N PER COUNT      COUNT churn ops in sessions of PER ops (W3)
 //! profile alloc ALLOC  N COUNT          COUNT allocator steps (W4)
 //! profile empty-session COUNT           COUNT empty writer sessions of rcu_rangemap
-//!   STRUCT: ours floor stdrw plrw swap scc skip rangemap concread
+//!   STRUCT: ours pinned floor stdrw plrw swap scc skip rangemap concread
+//!           (pinned: ours read under one pin per 64 lookups)
 //!   ALLOC:  ours crate vm
 //! ```
 //!
@@ -24,11 +25,21 @@ use std::hint::black_box;
 
 use rcu_rangemap_bench::*;
 
+/// `count` lookups of `addrs` (cycled), in runs of 512 as the runner's threads make them
+/// (`run_loop`), so that `pinned` holds its pin across a run as in the runner.
 #[inline(never)]
 fn measured_get<S: Structure>(s: &S, addrs: &[u64], count: usize) -> u64 {
     let mut acc = 0u64;
-    for i in 0..count {
-        acc = acc.wrapping_add(s.lookup(addrs[i & (addrs.len() - 1)]));
+    let mut left = count;
+    while left > 0 {
+        for run in addrs.chunks(512) {
+            let run = &run[..run.len().min(left)];
+            acc = acc.wrapping_add(s.lookup_run(run));
+            left -= run.len();
+            if left == 0 {
+                break;
+            }
+        }
     }
     acc
 }
@@ -133,6 +144,7 @@ macro_rules! by_name {
     ($name:expr, $f:ident ( $($arg:expr),* )) => {
         match $name {
             "ours" => $f::<Ours>($($arg),*),
+            "pinned" => $f::<OursPinned>($($arg),*),
             "floor" => $f::<Floor>($($arg),*),
             "stdrw" => $f::<StdRw>($($arg),*),
             "plrw" => $f::<PlRw>($($arg),*),
@@ -150,7 +162,8 @@ fn usage(msg: &str) -> ! {
     eprintln!(
         "profile: {msg}\nusage: profile get[-aged[-readers]] STRUCT N COUNT | \
          churn STRUCT N PER COUNT | alloc ALLOC N COUNT | empty-session COUNT\n  \
-         STRUCT: ours floor stdrw plrw swap scc skip rangemap concread; ALLOC: ours crate vm"
+         STRUCT: ours pinned floor stdrw plrw swap scc skip rangemap concread; ALLOC: ours crate \
+         vm"
     );
     std::process::exit(2)
 }
