@@ -68,13 +68,15 @@
 //! lock statistics (`RangeMap::stats`): the share of lookups answered on the lock-free
 //! fast path and the fallbacks to the map-wide lock.
 //!
-//! Two more lines say where the time goes:
+//! Three more lines say where the time goes:
 //! - **ceiling**: the same replay with no map at all (`bench::Bare`: sessions do nothing,
 //!   lookups miss), alternating with the two maps. Its lookups/s is what the epoch scheme
 //!   alone allows; the rest of a map's replay time is the map's own work.
 //! - **uncontended**: after the repeats, the trace's faults looked up again on one thread
 //!   in the maps a replay left: what one lookup of each implementation costs with no
 //!   writer and no second reader (`bench::uncontended_ns`).
+//! - **writer alone**: the trace's sessions applied on one thread with no reader, on fresh
+//!   maps: what the writer's work costs by itself (`bench::writer_alone_us`).
 //!
 //! Exit status: 0 ok, 1 a validation failure, 2 bad arguments or a bad trace (reported
 //! with its line number).
@@ -418,6 +420,21 @@ fn throughput(plan: &Plan, args: &Args) -> ExitCode {
         Locked::NAME,
         bench::uncontended_ns::<Locked>(plan, &base_spaces, 11)
     );
+    match (
+        bench::writer_alone_us::<Rcu>(plan, 11),
+        bench::writer_alone_us::<Locked>(plan, 11),
+    ) {
+        (Ok(ours), Ok(base)) => println!(
+            "writer alone: the sessions applied on one thread with no reader, on fresh maps, \
+             median of 11 passes: {} {ours:.2} us, {} {base:.2} us per event",
+            Rcu::NAME,
+            Locked::NAME,
+        ),
+        (Err((line, e)), _) | (_, Err((line, e))) => {
+            eprintln!("writer alone FAILED at line {line}: {e}");
+            return ExitCode::from(1);
+        }
+    }
     let s = &rcu.stats;
     let lookups = s.success + s.miss + s.abort;
     println!(

@@ -277,3 +277,17 @@ fn the_ceiling_replays_every_fault_and_judges_none() {
     assert_eq!(bare.lookups, 48068);
     assert_eq!((bare.hits, bare.exact, bare.stale), (0, 0, 0));
 }
+
+/// The `writer alone` line's measurement applies every session of the snippet without an
+/// error, on both maps, and reports a time per event.
+#[test]
+fn the_writer_alone_applies_every_session() {
+    let plan = Plan::build(&parse(SNIPPET).unwrap()).unwrap();
+    for us in [
+        bench::writer_alone_us::<bench::Rcu>(&plan, 3),
+        bench::writer_alone_us::<bench::Locked>(&plan, 3),
+    ] {
+        let us = us.unwrap();
+        assert!(us.is_finite() && us > 0.0, "{us}");
+    }
+}

@@ -451,3 +451,36 @@ pub fn uncontended_ns<B: Backend>(plan: &Plan, spaces: &[B::Space], passes: usiz
     ns.sort_by(f64::total_cmp);
     ns[ns.len() / 2]
 }
+
+/// Microseconds per address-space event when `plan`'s sessions are applied on one thread
+/// with no reader at all, on fresh spaces each pass: what the writer's work costs alone.
+/// The median of `passes` timed passes after one untimed pass; the spaces are dropped
+/// outside the timing. The first writer error, if any, with its trace line.
+pub fn writer_alone_us<B: Backend>(plan: &Plan, passes: usize) -> Result<f64, (u32, String)> {
+    let pass = || {
+        let spaces: Vec<B::Space> = (0..plan.spaces).map(|_| B::new_space()).collect();
+        let t0 = Instant::now();
+        measured_writer::<B>(plan, &spaces)?;
+        let us = t0.elapsed().as_secs_f64() * 1e6 / plan.events.max(1) as f64;
+        drop(spaces);
+        Ok(us)
+    };
+    pass()?;
+    let mut us = (0..passes.max(1))
+        .map(|_| pass())
+        .collect::<Result<Vec<f64>, _>>()?;
+    us.sort_by(f64::total_cmp);
+    Ok(us[us.len() / 2])
+}
+
+/// Every session of `plan`, in order, on `spaces`. Out of line and named `measured_*`, so
+/// `valgrind --tool=callgrind --toggle-collect='*measured_*'` counts only the sessions.
+#[inline(never)]
+fn measured_writer<B: Backend>(plan: &Plan, spaces: &[B::Space]) -> Result<(), (u32, String)> {
+    for batch in &plan.batches {
+        for session in &batch.sessions {
+            B::apply_session(spaces, &plan.steps, session)?;
+        }
+    }
+    Ok(())
+}
