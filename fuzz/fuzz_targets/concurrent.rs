@@ -11,9 +11,11 @@
 //! - **No torn values.** Every value holds a pair `(a, b)` that the writer bumps in two
 //!   steps (`a += 1`, a yield, `b += 1`) through `get_mut`; a reader must never see
 //!   `a != b`, and a value must not change while a guard is held.
-//! - **Linearizable `get`/`try_get`.** Each answer (range, id and `a`, or vacant) is the
-//!   answer of some version in the window above, and versions seen by one reader never go
-//!   back. In particular a key covered in every version is never reported vacant.
+//! - **Linearizable `get`/`try_get`/`get_pinned`.** Each answer (range, id and `a`, or
+//!   vacant) is the answer of some version in the window above, and versions seen by one
+//!   reader never go back. In particular a key covered in every version is never reported
+//!   vacant. `get_pinned` uses the reader's `EpochPin`, held across its operations (and
+//!   commits) and renewed only by a scripted `Repin`.
 //! - **Iterators** (`iter`, `overlapping`, both directions): each step moves on (forwards,
 //!   every range ends after the previous one; backwards, starts before it — ranges of
 //!   different versions may overlap), each entry is exactly as in some version of the
@@ -34,7 +36,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU8, AtomicUsize, Ordering};
 use arbitrary::Arbitrary;
 use fuzz_support::{wide, Model};
 use libfuzzer_sys::fuzz_target;
-use rcu_rangemap::{RangeMap, ReadGuard, TryGetError};
+use rcu_rangemap::{EpochPin, RangeMap, ReadGuard, TryGetError};
 
 const MAX_INITIAL: usize = 32;
 const MAX_SESSIONS: usize = 24;
@@ -104,6 +106,12 @@ enum ROp {
         k: u8,
         spin: u8,
     },
+    /// `get_pinned` under the reader's long-held pin.
+    GetPinned {
+        k: u8,
+    },
+    /// Renew the reader's pin.
+    Repin,
 }
 
 // ---------------------------------------------------------------------------------------
@@ -282,6 +290,7 @@ fn run(input: &Input) {
                     committed,
                     always,
                     lb: 0,
+                    pin: EpochPin::new(),
                 };
                 if script.is_empty() {
                     return;
@@ -381,6 +390,8 @@ struct Reader<'a> {
     always: &'a [bool],
     /// No version before this one can be seen any more.
     lb: usize,
+    /// Held across operations for `get_pinned`.
+    pin: EpochPin,
 }
 
 type Seen = (Range<u128>, MVal);
@@ -416,21 +427,32 @@ impl Reader<'_> {
         }
     }
 
+    /// `how`'s answer `got` for key `k` is linearizable and never a spurious vacancy.
+    fn check_get(&mut self, how: &str, k: u8, got: Option<Seen>) {
+        if got.is_none() {
+            assert!(
+                !self.always[k as usize],
+                "{how}({k}): spurious vacant for a key covered in every version"
+            );
+        }
+        self.observe(&format_args!("{how}({k}) = {got:?}"), |m| {
+            m.at(k.into()).map(|(r, v)| (r, *v)) == got
+        });
+    }
+
     fn read(&mut self, op: &ROp) {
         match *op {
             ROp::Get { k } => {
                 self.begin();
                 let got = self.map.get(k).map(|g| seen(&g));
-                if got.is_none() {
-                    assert!(
-                        !self.always[k as usize],
-                        "get({k}): spurious vacant for a key covered in every version"
-                    );
-                }
-                self.observe(&format_args!("get({k}) = {got:?}"), |m| {
-                    m.at(k.into()).map(|(r, v)| (r, *v)) == got
-                });
+                self.check_get("get", k, got);
             }
+            ROp::GetPinned { k } => {
+                self.begin();
+                let got = self.map.get_pinned(k, &self.pin).map(|g| seen(&g));
+                self.check_get("get_pinned", k, got);
+            }
+            ROp::Repin => self.pin.repin(),
             ROp::TryGet { k } => {
                 self.begin();
                 match self.map.try_get(k).map(|g| seen(&g)) {
