@@ -38,6 +38,17 @@ fn get(c: &mut Criterion) {
             let mut next = cycle(&addrs);
             b.iter(|| ours.lookup(next()))
         });
+        // `Pinned::get` under one pin held for the whole benchmark: the pin's cost is gone
+        // entirely (the runner's row pins once per 64 lookups instead).
+        g.bench_with_input(
+            BenchmarkId::new("rcu_rangemap Pinned::get", n),
+            &n,
+            |b, _| {
+                let mut next = cycle(&addrs);
+                let pinned = ours.0.pin();
+                b.iter(|| pinned.get(next()).map_or(MISS, |g| *g))
+            },
+        );
         g.bench_with_input(BenchmarkId::new("BTreeMap", n), &n, |b, _| {
             let mut next = cycle(&addrs);
             b.iter(|| floor.lookup(next()))
