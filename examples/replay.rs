@@ -61,7 +61,9 @@
 //!   serialises writer and readers completely.
 //!
 //! The same replay runs on `RwLock<BTreeMap>` (lookups take the read lock, sessions the
-//! write lock) in the same process, alternating with `rcu_rangemap` repeat by repeat;
+//! write lock) in the same process, alternating with `rcu_rangemap` repeat by repeat, and
+//! once more on `rcu_rangemap` with each reader holding one `EpochPin` across an epoch's
+//! faults (`rcu_rangemap pinned`: `get_pinned` instead of `get`, same maps and sessions);
 //! `--repeat R` sets the repeats (default: enough for about 3 seconds). Reported per
 //! implementation: address-space events/s and lookups/s over the wall time of the replay,
 //! reader time per lookup (waits for the writer excluded), and for `rcu_rangemap` the
