@@ -61,8 +61,8 @@ impl EpochPin {
 
     /// Unpin and pin again, so that memory retired since the pin was taken can be
     /// reclaimed. Costs about one [`new`](Self::new); guards looked up before stay valid.
-    /// If another pin of this thread is alive (a second `EpochPin`, or a lookup running
-    /// inside this one), the thread stays pinned and nothing changes.
+    /// If the thread holds another pin (a second `EpochPin`, or any other crossbeam-epoch
+    /// guard), it stays pinned and nothing changes.
     pub fn repin(&mut self) {
         self.guard.repin();
     }
