@@ -447,9 +447,13 @@ pub fn uncontended_ns<B: Backend>(plan: &Plan, spaces: &[B::Space], passes: usiz
         t0.elapsed().as_nanos() as f64 / plan.faults.len().max(1) as f64
     };
     pass();
-    let mut ns: Vec<f64> = (0..passes.max(1)).map(|_| pass()).collect();
-    ns.sort_by(f64::total_cmp);
-    ns[ns.len() / 2]
+    median((0..passes.max(1)).map(|_| pass()).collect())
+}
+
+/// The median of `xs` (not empty).
+fn median(mut xs: Vec<f64>) -> f64 {
+    xs.sort_by(f64::total_cmp);
+    xs[xs.len() / 2]
 }
 
 /// Microseconds per address-space event when `plan`'s sessions are applied on one thread
@@ -466,11 +470,10 @@ pub fn writer_alone_us<B: Backend>(plan: &Plan, passes: usize) -> Result<f64, (u
         Ok(us)
     };
     pass()?;
-    let mut us = (0..passes.max(1))
+    let us = (0..passes.max(1))
         .map(|_| pass())
         .collect::<Result<Vec<f64>, _>>()?;
-    us.sort_by(f64::total_cmp);
-    Ok(us[us.len() / 2])
+    Ok(median(us))
 }
 
 /// Every session of `plan`, in order, on `spaces`. Out of line and named `measured_*`, so
