@@ -23,8 +23,25 @@
 //!    ([`Recycler::take`]) and allocates from them.
 //!
 //! With one-op sessions (about five blocks each) that is one deferred function per dozen
-//! sessions instead of one per session. Blocks go back to the allocator only beyond the
-//! caps below, and when the map (with its limbo and pool) is gone.
+//! sessions instead of one per session. Blocks go back to the allocator beyond the caps
+//! below, when the free lists are trimmed ([`Blocks::begin_session`]), and when the map
+//! (with its limbo and pool) is gone.
+//!
+//! # How many free blocks to keep
+//!
+//! A grace period lasts until every pinned thread has unpinned, so a reader that the
+//! scheduler takes off the CPU in the middle of a lookup holds every block retired after
+//! it for a whole time slice. With more threads than cores that is the common case: in W2
+//! (two readers and a writer on two cores) one thread is always off the CPU, usually a
+//! pinned reader, and the writer's blocks come back in floods of tens of thousands after
+//! each of its time slices. With the free lists capped at 8,192 blocks per layout, each
+//! flood overflowed them and each slice then allocated afresh: 0.6 – 0.85 million blocks
+//! freed and as many allocated per second, a third of the writer's time, and glibc's arena
+//! lock put it to sleep when a reader's collector freed at the same moment. So the caps
+//! are large enough for a flood ([`CLASS_CAP`], [`POOL_CAP`]), and what a map keeps follows
+//! what it used: every [`TRIM_PERIOD`] sessions, the blocks that lay unused in a free list
+//! all that time go back to the allocator. A map whose writer stops keeps its free blocks
+//! until its next sessions or its drop.
 //!
 //! # Why crossbeam-epoch, not seize
 //!
@@ -46,11 +63,16 @@ use std::sync::{Arc, Mutex};
 pub(crate) use crossbeam_epoch::Guard;
 
 /// Most blocks a map's pool keeps waiting for the next session (the rest are freed).
-const POOL_CAP: usize = 16384;
+const POOL_CAP: usize = 1 << 16;
 /// Blocks a map's limbo collects before they go to the collector as one batch.
 pub(crate) const BATCH: usize = 64;
-/// Most free blocks of one layout a session keeps.
-const CLASS_CAP: usize = 8192;
+/// Most free blocks of one layout a map keeps: at 512 bytes for an internal node, 384 for
+/// a leaf and 24 for a `u64` entry, at most 29 MiB for the three lists of a `u64` map.
+const CLASS_CAP: usize = 1 << 15;
+/// Sessions between two trims of the free lists ([`Blocks::begin_session`]): long enough to
+/// span many floods of returning blocks at full session rate (about 0.1 s at 600,000
+/// sessions a second), so a list that each flood drains is never trimmed.
+const TRIM_PERIOD: u32 = 1 << 16;
 /// Emptied batch vectors kept for their capacity.
 const SPARE_CAP: usize = 4;
 
@@ -246,30 +268,70 @@ impl core::fmt::Debug for Recycler {
 /// internal node, entry), and the retired blocks not yet handed to the collector.
 ///
 /// Invariants:
-/// - every block in `classes[i].1` was allocated by the global allocator with layout
-///   `classes[i].0`, and no thread can reach it (it was retired and its grace period is
-///   over, or the session allocated it and unlinked it before publishing); each list holds
-///   at most `CLASS_CAP` blocks;
+/// - every block in a class's `free` was allocated by the global allocator with the class's
+///   `layout`, and no thread can reach it (it was retired and its grace period is over, or
+///   the session allocated it and unlinked it before publishing); each list holds at most
+///   [`CLASS_CAP`] blocks;
+/// - a class's `low` is at most the length its list has had at any moment since the last
+///   trim (so the list's first `low` blocks have not been taken since);
 /// - every block in `limbo` is unreachable from every tree version published from now on
 ///   (a committed session unlinked it), needs no drop glue, and is listed once; readers
 ///   pinned before its unlink may still read it, so it is reused or freed only after a
 ///   grace period ([`Recycler::commit`], or `Drop`);
 /// - `taken` and `spare` are empty lists kept for their capacity.
 pub(crate) struct Blocks {
-    classes: [(Layout, Vec<NonNull<u8>>); 3],
+    classes: [Class; 3],
     limbo: Vec<Retired>,
     spare: Vec<Vec<Retired>>,
     taken: Vec<Batch>,
+    /// Sessions begun since the last trim.
+    sessions: u32,
+}
+
+/// The free blocks of one layout (see [`Blocks`]' invariants).
+struct Class {
+    layout: Layout,
+    /// Taken from the end, so the blocks at the front are the longest unused.
+    free: Vec<NonNull<u8>>,
+    /// The fewest blocks `free` has held since the last trim.
+    low: usize,
 }
 
 impl Blocks {
     /// Empty free lists for the given layouts.
     pub(crate) fn new(layouts: [Layout; 3]) -> Self {
         Blocks {
-            classes: layouts.map(|l| (l, Vec::new())),
+            classes: layouts.map(|layout| Class {
+                layout,
+                free: Vec::new(),
+                low: 0,
+            }),
             limbo: Vec::new(),
             spare: Vec::new(),
             taken: Vec::new(),
+            sessions: 0,
+        }
+    }
+
+    /// Count a writer session; every [`TRIM_PERIOD`] sessions, give back to the allocator
+    /// every free block that none of them took.
+    #[inline]
+    pub(crate) fn begin_session(&mut self) {
+        self.sessions += 1;
+        if self.sessions >= TRIM_PERIOD {
+            self.trim();
+        }
+    }
+
+    #[cold]
+    fn trim(&mut self) {
+        self.sessions = 0;
+        for c in &mut self.classes {
+            for b in c.free.drain(..c.low) {
+                // SAFETY: type invariant: allocated with `c.layout`, unreachable.
+                unsafe { std::alloc::dealloc(b.as_ptr(), c.layout) };
+            }
+            c.low = c.free.len();
         }
     }
 
@@ -286,13 +348,17 @@ impl Blocks {
     /// A block for `layout`: a recycled one if there is one, else a new allocation.
     #[inline]
     pub(crate) fn alloc(&mut self, layout: Layout) -> NonNull<u8> {
-        if let Some((_, free)) = self.classes.iter_mut().find(|(l, _)| *l == layout) {
-            if let Some(b) = free.pop() {
-                // Start loading the block the next allocation of this layout gets (a node
-                // copy is a burst of stores into a cold block): one-op sessions at N = 10k,
-                // 2M in 0.68–0.78 s against 0.71–0.78 s, six alternating runs beside CI.
-                if let Some(&next) = free.last() {
-                    crate::sync::prefetch(next.as_ptr(), layout.size());
+        if let Some(c) = self.classes.iter_mut().find(|c| c.layout == layout) {
+            if let Some(b) = c.free.pop() {
+                c.low = c.low.min(c.free.len());
+                // Start taking over the block the next allocation of this layout gets (a
+                // node copy is a burst of stores into a cold block, often one a reader's
+                // cache still holds): one-op sessions at N = 10k, 2M in 0.68–0.78 s against
+                // 0.71–0.78 s with a read prefetch, six alternating runs beside CI; with a
+                // write prefetch, the flat-out W2 writer ~10% – 20% faster again (see
+                // `sync::prefetch_write`).
+                if let Some(&next) = c.free.last() {
+                    crate::sync::prefetch_write(next.as_ptr(), layout.size());
                 }
                 return b;
             }
@@ -309,15 +375,21 @@ impl Blocks {
     /// # Safety
     /// `r`'s block is unreachable by every thread and needs no drop glue.
     pub(crate) unsafe fn put(&mut self, r: Retired) {
-        match self.classes.iter_mut().find(|(l, _)| *l == r.layout) {
-            Some((_, free)) if free.len() < CLASS_CAP => {
+        match self.classes.iter_mut().find(|c| c.layout == r.layout) {
+            Some(c) if c.free.len() < CLASS_CAP => {
                 // SAFETY (invariant): allocated with this layout (`Retired::new`), and
                 // unreachable (caller contract). Never null: it was allocated.
-                free.push(unsafe { NonNull::new_unchecked(r.ptr) });
+                c.free.push(unsafe { NonNull::new_unchecked(r.ptr) });
             }
             // SAFETY: caller contract.
             _ => unsafe { r.dealloc() },
         }
+    }
+
+    /// Free blocks of each class, for tests.
+    #[cfg(test)]
+    fn free_counts(&self) -> [usize; 3] {
+        [0, 1, 2].map(|i| self.classes[i].free.len())
     }
 }
 
@@ -337,10 +409,10 @@ impl Drop for Blocks {
             // SAFETY: `free` runs only once every thread pinned now has unpinned.
             unsafe { pin().defer_unchecked(free) };
         }
-        for (layout, free) in &mut self.classes {
-            for b in free.drain(..) {
-                // SAFETY: type invariant: allocated with `layout`, unreachable.
-                unsafe { std::alloc::dealloc(b.as_ptr(), *layout) };
+        for c in &mut self.classes {
+            for b in c.free.drain(..) {
+                // SAFETY: type invariant: allocated with `c.layout`, unreachable.
+                unsafe { std::alloc::dealloc(b.as_ptr(), c.layout) };
             }
         }
     }
@@ -349,3 +421,84 @@ impl Drop for Blocks {
 // SAFETY: the blocks are unused memory (type invariant) that the owner may reuse or free on
 // any thread.
 unsafe impl Send for Blocks {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn blocks() -> Blocks {
+        Blocks::new([
+            Layout::new::<[u64; 4]>(),
+            Layout::new::<[u64; 8]>(),
+            Layout::new::<u64>(),
+        ])
+    }
+
+    /// `n` fresh blocks of class 0, through `put`.
+    fn fill(b: &mut Blocks, n: usize) {
+        let layout = b.classes[0].layout;
+        for _ in 0..n {
+            // SAFETY: non-zero-sized layout.
+            let p = unsafe { std::alloc::alloc(layout) };
+            assert!(!p.is_null());
+            // SAFETY: allocated with `layout` just now, reachable by nobody, plain bytes.
+            unsafe { b.put(Retired::new(p, layout)) };
+        }
+    }
+
+    /// One session that takes a block of class 0 and gives it back.
+    fn session_using_one(b: &mut Blocks) {
+        b.begin_session();
+        let layout = b.classes[0].layout;
+        let p = b.alloc(layout);
+        // SAFETY: a free block just taken, used by nobody.
+        unsafe { b.put(Retired::new(p.as_ptr(), layout)) };
+    }
+
+    #[test]
+    fn trims_free_blocks_that_a_whole_period_left_unused() {
+        let mut b = blocks();
+        fill(&mut b, 100);
+        // The session that completes a period trims (`begin_session`). The period the
+        // blocks arrived in started with an empty list, so none of them was unused
+        // throughout it.
+        for _ in 1..TRIM_PERIOD {
+            session_using_one(&mut b);
+        }
+        b.begin_session();
+        assert_eq!(b.free_counts(), [100, 0, 0]);
+        // Each session of this period takes one block, so 99 stay unused throughout.
+        for _ in 1..TRIM_PERIOD {
+            session_using_one(&mut b);
+        }
+        b.begin_session();
+        assert_eq!(b.free_counts(), [1, 0, 0]);
+        // A period that takes nothing gives back the last one.
+        for _ in 0..TRIM_PERIOD {
+            b.begin_session();
+        }
+        assert_eq!(b.free_counts(), [0, 0, 0]);
+    }
+
+    #[test]
+    fn a_list_drained_within_the_period_is_not_trimmed() {
+        let mut b = blocks();
+        fill(&mut b, 10);
+        for _ in 0..TRIM_PERIOD {
+            b.begin_session();
+        }
+        let layout = b.classes[0].layout;
+        // One session of the next period takes all ten (and allocates one more) and gives
+        // them back: every block was used, so the trim keeps them all.
+        b.begin_session();
+        let taken: Vec<_> = (0..11).map(|_| b.alloc(layout)).collect();
+        for p in taken {
+            // SAFETY: free blocks just taken or allocated, used by nobody.
+            unsafe { b.put(Retired::new(p.as_ptr(), layout)) };
+        }
+        for _ in 1..TRIM_PERIOD {
+            b.begin_session();
+        }
+        assert_eq!(b.free_counts(), [11, 0, 0]);
+    }
+}

@@ -94,3 +94,59 @@ pub(crate) fn prefetch(p: *const u8, bytes: usize) {
         off += 64;
     }
 }
+
+/// [`prefetch`], for lines the caller is about to write: asks for them in exclusive state.
+/// A line that another core's cache holds (a recycled node block a reader walked, an entry
+/// whose count a reader bumped) comes in *shared* after a read prefetch, and the first
+/// store to it waits for a second round trip to take it over; PREFETCHW takes it over at
+/// once. Where the CPU lacks PREFETCHW (CPUID `0x8000_0001`, ECX bit 8, checked once per
+/// process), this is [`prefetch`]. Same contract: a hint, any address will do.
+#[inline]
+pub(crate) fn prefetch_write(p: *const u8, bytes: usize) {
+    #[cfg(all(target_arch = "x86_64", not(miri)))]
+    if has_prefetchw() {
+        let mut off = 0;
+        while off < bytes {
+            // SAFETY: the CPU has PREFETCHW (checked above), and like every prefetch it
+            // never faults and changes no memory, whatever the address.
+            unsafe {
+                core::arch::asm!(
+                    "prefetchw byte ptr [{}]",
+                    in(reg) p.wrapping_add(off),
+                    options(nostack, readonly, preserves_flags)
+                )
+            };
+            off += 64;
+        }
+        return;
+    }
+    prefetch(p, bytes)
+}
+
+/// Whether this CPU executes PREFETCHW (AMD's 3DNowPrefetch bit, which Intel sets too
+/// since Broadwell). Asked of CPUID once, then cached.
+#[cfg(all(target_arch = "x86_64", not(miri)))]
+#[inline]
+fn has_prefetchw() -> bool {
+    // Plain std atomics: a cached fact about the CPU, not part of the lock protocol.
+    use std::sync::atomic::{AtomicU8, Ordering::Relaxed};
+    /// 0: not asked yet; 1: no; 2: yes.
+    static HAS: AtomicU8 = AtomicU8::new(0);
+    // Relaxed, load and store: every thread that asks gets the same answer and stores the
+    // same value, so a thread that reads 0 only asks again; nothing else is ordered by it.
+    match HAS.load(Relaxed) {
+        0 => {
+            // SAFETY: CPUID exists on every x86-64 CPU, and leaf 0x8000_0000 reports the
+            // highest extended leaf, so leaf 0x8000_0001 is only asked where it exists.
+            // (`__cpuid` is a safe function in newer Rust; MSRV 1.75 needs the block.)
+            #[allow(unused_unsafe)]
+            let yes = unsafe {
+                use core::arch::x86_64::__cpuid;
+                __cpuid(0x8000_0000).eax >= 0x8000_0001 && __cpuid(0x8000_0001).ecx & (1 << 8) != 0
+            };
+            HAS.store(if yes { 2 } else { 1 }, Relaxed);
+            yes
+        }
+        v => v == 2,
+    }
+}
