@@ -15,17 +15,15 @@
 //! contended with the writer for the allocator's lock. So a map recycles:
 //!
 //! 1. A commit puts the blocks it retires in its [`Blocks`]' *limbo* (no epoch work yet).
-//! 2. Once the limbo holds a batch's worth of blocks ([`Blocks::batch_len`]), the commit
-//!    hands them to the collector as one batch ([`Recycler::retire`]): one deferred function
-//!    per batch, whose only work, after the grace period, is to move the batch into the
-//!    map's pool. Handing a block over later than its unlink only delays its grace period,
-//!    so retire-after-unlink holds.
+//! 2. Once the limbo holds [`BATCH`] blocks, the commit hands them to the collector as one
+//!    batch ([`Recycler::retire`]): one deferred function per batch, whose only work, after
+//!    the grace period, is to move the batch into the map's pool. Handing a block over
+//!    later than its unlink only delays its grace period, so retire-after-unlink holds.
 //! 3. The next session takes the pool's batches into its [`Blocks`] free lists
 //!    ([`Recycler::take`]) and allocates from them.
 //!
 //! With one-op sessions (about five blocks each) that is one deferred function per dozen
-//! sessions instead of one per session while the map is young, and per two hundred once
-//! it has retired 64k blocks ([`Blocks::batch_len`]). Blocks go back to the allocator beyond the caps
+//! sessions instead of one per session. Blocks go back to the allocator beyond the caps
 //! below, when the free lists are trimmed ([`Blocks::begin_session`]), and when the map
 //! (with its limbo and pool) is gone.
 //!
@@ -38,8 +36,8 @@
 //! pinned reader, and the writer's blocks come back in floods of tens of thousands after
 //! each of its time slices. With the free lists capped at 8,192 blocks per layout, each
 //! flood overflowed them and each slice then allocated afresh: 0.6 – 0.85 million blocks
-//! freed and as many allocated per second, a third of the writer's time, and glibc's arena
-//! lock put it to sleep when a reader's collector freed at the same moment. So the caps
+//! freed and as many allocated per second, about 40% of the writer's time, and glibc's
+//! arena lock put it to sleep when a reader's collector freed at the same moment. So the caps
 //! are large enough for a flood ([`CLASS_CAP`], [`POOL_CAP`]), and what a map keeps follows
 //! what it used: every [`TRIM_PERIOD`] sessions, the blocks that lay unused in a free list
 //! all that time go back to the allocator. A map whose writer stops keeps its free blocks
@@ -66,10 +64,11 @@ pub(crate) use crossbeam_epoch::Guard;
 
 /// Most blocks a map's pool keeps waiting for the next session (the rest are freed).
 const POOL_CAP: usize = 1 << 16;
-/// Fewest blocks a map's limbo collects before they go to the collector as one batch.
-const BATCH_MIN: usize = 64;
-/// Most blocks a map's limbo collects before they go to the collector as one batch.
-const BATCH_MAX: usize = 1024;
+/// Blocks a map's limbo collects before they go to the collector as one batch. (Batches
+/// that grew to 1,024 blocks as a map aged took the W2 writer's sleeps on glibc's arena
+/// lock away, but left W3's 64-op sessions slower: their blocks came back colder. See
+/// benches/analysis.md, "The writer beside readers".)
+pub(crate) const BATCH: usize = 64;
 /// Most free blocks of one layout a map keeps: at 512 bytes for an internal node, 384 for
 /// a leaf and 24 for a `u64` entry, at most 29 MiB for the three lists of a `u64` map.
 const CLASS_CAP: usize = 1 << 15;
@@ -226,12 +225,11 @@ impl Recycler {
     /// collector ([`retire`](Self::retire)).
     #[inline]
     pub(crate) fn commit(&self, blocks: &mut Blocks) {
-        let batch_len = blocks.batch_len();
-        if blocks.limbo.len() >= batch_len {
+        if blocks.limbo.len() >= BATCH {
             let next = blocks
                 .spare
                 .pop()
-                .unwrap_or_else(|| Vec::with_capacity(batch_len + batch_len / 2));
+                .unwrap_or_else(|| Vec::with_capacity(2 * BATCH));
             let batch = core::mem::replace(&mut blocks.limbo, next);
             // SAFETY: `Blocks` invariant: the limbo's blocks are unlinked from every
             // published version, plain data, each listed once.
@@ -291,8 +289,6 @@ pub(crate) struct Blocks {
     taken: Vec<Batch>,
     /// Sessions begun since the last trim.
     sessions: u32,
-    /// Blocks ever queued in `limbo`.
-    retired: u64,
 }
 
 /// The free blocks of one layout (see [`Blocks`]' invariants).
@@ -317,25 +313,7 @@ impl Blocks {
             spare: Vec::new(),
             taken: Vec::new(),
             sessions: 0,
-            retired: 0,
         }
-    }
-
-    /// How many blocks the limbo collects before they go to the collector as one batch:
-    /// 1/64 of the blocks the map has ever retired, at least [`BATCH_MIN`] and at most
-    /// [`BATCH_MAX`]. Every batch costs the same whatever its size (a deferred function, a
-    /// flush that hands the collector a bag, a trip through the pool's mutex, all touched
-    /// by two threads), and a small one only pays off while the free lists are still
-    /// filling: a young map allocates afresh until its first batches come back. A map that
-    /// has retired 64k blocks has lists that hold what it needs. Measured on 2 cores: in
-    /// flat-out W2 at N = 100k (two readers), the writer's CPU time per session went from
-    /// 1,158 to 1,043 ns (medians of 12 alternating runs) and its sleeps on glibc's arena
-    /// lock (freeing the collector's bags) from 93 to 3 a second, and the replay's writer
-    /// (whose maps are small) was unchanged; fixed batches of 1,024 had made it 1.2 – 1.9×
-    /// slower (writer alone, two runs each).
-    #[inline]
-    fn batch_len(&self) -> usize {
-        ((self.retired / 64).min(BATCH_MAX as u64) as usize).max(BATCH_MIN)
     }
 
     /// Count a writer session; every [`TRIM_PERIOD`] sessions, give back to the allocator
@@ -367,7 +345,6 @@ impl Blocks {
     /// needs no drop glue, and is queued once.
     #[inline]
     pub(crate) unsafe fn retire_later(&mut self, r: Retired) {
-        self.retired += 1;
         self.limbo.push(r);
     }
 
@@ -517,16 +494,6 @@ mod tests {
         assert_eq!(b.free_counts(), [5, 0, 0], "trimmed a session early");
         b.begin_session();
         assert_eq!(b.free_counts(), [0, 0, 0]);
-    }
-
-    #[test]
-    fn batches_grow_with_what_the_map_has_retired() {
-        let mut b = blocks();
-        assert_eq!(b.batch_len(), BATCH_MIN);
-        b.retired = 64 * 100;
-        assert_eq!(b.batch_len(), 100);
-        b.retired = u64::MAX;
-        assert_eq!(b.batch_len(), BATCH_MAX);
     }
 
     #[test]

@@ -123,7 +123,7 @@ impl<'a, K: Key, V> Writer<'a, K, V> {
         let session = map.domain.begin();
         let scratch = map.scratch_ptr();
         // SAFETY: we hold the writers' lock exclusively, so the scratch is ours (`RangeMap`'s
-        // invariant); the borrow ends with this block.
+        // invariant); the borrow ends before the writer is built.
         let blocks = unsafe { &mut (*scratch.as_ptr()).blocks };
         blocks.begin_session();
         map.recycler.take(blocks);
@@ -429,10 +429,10 @@ impl<'a, K: Key, V> Writer<'a, K, V> {
         let f = place.holding(key)?;
         let (trail, slot) = (place.trail, place.rank - 1);
         // Unlink from the working tree first and lock after: the lock's read-modify-write
-        // waits for the entry's line, which then comes in (for writing: readers' counts
-        // keep it in their caches) while the path is copied. Readers
-        // see only published versions, so the order within the session is theirs to ignore;
-        // the entry stays live until this session's commit retires it.
+        // waits for the entry's line, which then comes in while the path is copied (for
+        // writing: readers' counts keep it in their caches). Readers see only published
+        // versions, so the order within the session is theirs to ignore; the entry stays
+        // live until this session's commit retires it.
         crate::sync::prefetch_write(f.entry.as_ptr().cast(), core::mem::size_of::<Entry<K, V>>());
         self.tree().remove_at(&trail, slot);
         let h = self.hold(f.entry);

@@ -1042,6 +1042,51 @@ fn targets(b: &Bench) -> Vec<Target> {
                 &format!("W2|{n}/flat/writer|{}", Skip::NAME),
             ),
         );
+        // "No peer may beat us on both": for each peer, the better of ours ÷ its readers and
+        // ours ÷ its writer; the target holds if the smallest of those is at least 1.
+        let closest = STRUCTS
+            .iter()
+            .filter(|p| **p != o && **p != Floor::NAME)
+            .filter_map(|p| {
+                let rate = |side: &str| {
+                    let ours = b.get(&format!("W2|{n}/flat/{side}|{o}"))?.med;
+                    let peer = b.get(&format!("W2|{n}/flat/{side}|{p}"))?.med;
+                    Some((ours, peer))
+                };
+                let (r, w) = (rate("readers")?, rate("writer")?);
+                let better = (r.0 / r.1).max(w.0 / w.1);
+                Some((better, *p, r, w))
+            })
+            .min_by(|a, c| a.0.partial_cmp(&c.0).unwrap());
+        let (both_ratio, both_figures, both_peer) = match closest {
+            Some((x, p, r, w)) => (
+                Some(x),
+                format!(
+                    "readers {} vs {}, writer {} vs {}",
+                    fmt_num(r.0),
+                    fmt_num(r.1),
+                    fmt_num(w.0),
+                    fmt_num(w.1)
+                ),
+                p,
+            ),
+            None => (None, "not measured".into(), ""),
+        };
+        push(
+            if n == "1k" {
+                "W2-both-1k"
+            } else {
+                "W2-both-100k"
+            },
+            format!(
+                "W2 flat out, N = {n}: no peer beats ours on both readers and writer — for each \
+                 peer the larger of ours ÷ its readers and ours ÷ its writer, the smallest of \
+                 these (closest peer: {both_peer})"
+            ),
+            1.0,
+            true,
+            (both_ratio, both_figures),
+        );
         push(
             if n == "1k" {
                 "W2-paced-1k"
