@@ -767,3 +767,53 @@ impl AllocChurn {
         r
     }
 }
+
+// ---------------------------------------------------------------------------------------
+// A counting global allocator, for the binaries that measure memory.
+
+pub use counting::Counting;
+
+/// A counting global allocator: every call forwarded to the system allocator; counted while
+/// [`COUNTING`](counting::COUNTING) is set (one relaxed load per call otherwise). A binary
+/// installs it with `#[global_allocator] static GLOBAL: Counting = Counting;`.
+pub mod counting {
+    use std::alloc::{GlobalAlloc, Layout, System};
+    use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering::Relaxed};
+
+    /// The allocator (see the module docs).
+    pub struct Counting;
+
+    /// Whether allocations are counted now.
+    pub static COUNTING: AtomicBool = AtomicBool::new(false);
+    /// Bytes allocated minus bytes freed while counting.
+    pub static NET_BYTES: AtomicI64 = AtomicI64::new(0);
+    /// Allocation counts by size (in bytes, up to 1024; larger ones in the last slot).
+    pub static SIZES: [AtomicU64; 1026] = [const { AtomicU64::new(0) }; 1026];
+
+    // SAFETY: forwards every call to the system allocator unchanged; only counts.
+    unsafe impl GlobalAlloc for Counting {
+        unsafe fn alloc(&self, l: Layout) -> *mut u8 {
+            if COUNTING.load(Relaxed) {
+                NET_BYTES.fetch_add(l.size() as i64, Relaxed);
+                SIZES[l.size().min(1025)].fetch_add(1, Relaxed);
+            }
+            // SAFETY: caller contract of `GlobalAlloc::alloc`.
+            unsafe { System.alloc(l) }
+        }
+        unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
+            if COUNTING.load(Relaxed) {
+                NET_BYTES.fetch_sub(l.size() as i64, Relaxed);
+            }
+            // SAFETY: caller contract of `GlobalAlloc::dealloc`.
+            unsafe { System.dealloc(p, l) }
+        }
+        unsafe fn realloc(&self, p: *mut u8, l: Layout, new: usize) -> *mut u8 {
+            if COUNTING.load(Relaxed) {
+                NET_BYTES.fetch_add(new as i64 - l.size() as i64, Relaxed);
+                SIZES[new.min(1025)].fetch_add(1, Relaxed);
+            }
+            // SAFETY: caller contract of `GlobalAlloc::realloc`.
+            unsafe { System.realloc(p, l, new) }
+        }
+    }
+}

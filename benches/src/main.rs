@@ -13,54 +13,17 @@
 //! the 1-minute load average is below `L`. Hand-written profile notes are taken from
 //! `benches/analysis.md` (see there for the format).
 
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::hint::black_box;
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, Ordering::*};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::*};
 use std::sync::Barrier;
 use std::time::{Duration, Instant};
 
+use rcu_rangemap_bench::counting::{COUNTING, NET_BYTES, SIZES};
 use rcu_rangemap_bench::*;
 
-// ---------------------------------------------------------------------------------------
-// A counting global allocator: off (one relaxed load per call) except while measuring
-// memory.
-
-struct Counting;
-
-static COUNTING: AtomicBool = AtomicBool::new(false);
-static NET_BYTES: AtomicI64 = AtomicI64::new(0);
-/// Allocation counts by size (in bytes, up to 1024; larger ones in the last slot).
-static SIZES: [AtomicU64; 1026] = [const { AtomicU64::new(0) }; 1026];
-
-// SAFETY: forwards every call to the system allocator unchanged; only counts.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
-        if COUNTING.load(Relaxed) {
-            NET_BYTES.fetch_add(l.size() as i64, Relaxed);
-            SIZES[l.size().min(1025)].fetch_add(1, Relaxed);
-        }
-        // SAFETY: caller contract of `GlobalAlloc::alloc`.
-        unsafe { System.alloc(l) }
-    }
-    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
-        if COUNTING.load(Relaxed) {
-            NET_BYTES.fetch_sub(l.size() as i64, Relaxed);
-        }
-        // SAFETY: caller contract of `GlobalAlloc::dealloc`.
-        unsafe { System.dealloc(p, l) }
-    }
-    unsafe fn realloc(&self, p: *mut u8, l: Layout, new: usize) -> *mut u8 {
-        if COUNTING.load(Relaxed) {
-            NET_BYTES.fetch_add(new as i64 - l.size() as i64, Relaxed);
-            SIZES[new.min(1025)].fetch_add(1, Relaxed);
-        }
-        // SAFETY: caller contract of `GlobalAlloc::realloc`.
-        unsafe { System.realloc(p, l, new) }
-    }
-}
-
+// The counting allocator (`rcu_rangemap_bench::counting`): off except while measuring memory.
 #[global_allocator]
 static GLOBAL: Counting = Counting;
 

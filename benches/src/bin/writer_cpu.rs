@@ -22,33 +22,14 @@
 //! cargo run --release -p rcu-rangemap-bench --bin writer_cpu [-- [--n N] [--readers R] [--secs S] [--reps K] [--elsewhere]]
 //! ```
 
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::ops::Range;
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::Barrier;
 use std::time::{Duration, Instant};
 
 use rcu_rangemap_bench::*;
 
-/// Counts the bytes the process holds: every allocation and free, always on.
-struct Counting;
-
-static NET_BYTES: AtomicI64 = AtomicI64::new(0);
-
-// SAFETY: forwards every call to the system allocator unchanged; only counts.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
-        NET_BYTES.fetch_add(l.size() as i64, Relaxed);
-        // SAFETY: caller contract of `GlobalAlloc::alloc`.
-        unsafe { System.alloc(l) }
-    }
-    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
-        NET_BYTES.fetch_sub(l.size() as i64, Relaxed);
-        // SAFETY: caller contract of `GlobalAlloc::dealloc`.
-        unsafe { System.dealloc(p, l) }
-    }
-}
-
+/// Counts the bytes the process holds (switched on at the start of `main`).
 #[global_allocator]
 static GLOBAL: Counting = Counting;
 
@@ -152,7 +133,7 @@ fn sample<S: Concurrent>(s: &S, read: &S, ranges: &[Range<u64>], opts: &Opts) ->
             sleeps_per_s: w.sleeps as f64 / wall,
             cpu_ns_per_session: w.cpu_ns as f64 / sessions.max(1) as f64,
             lookups_per_s: lookups as f64 / wall,
-            heap_mib: NET_BYTES.load(Relaxed) as f64 / (1 << 20) as f64,
+            heap_mib: counting::NET_BYTES.load(Relaxed) as f64 / (1 << 20) as f64,
         }
     })
 }
@@ -216,6 +197,7 @@ fn parse() -> Opts {
 }
 
 fn main() {
+    counting::COUNTING.store(true, Relaxed);
     let opts = parse();
     let ranges = layout(opts.n, 1);
     println!(
