@@ -12,8 +12,11 @@
 //! | idle wake-ups | a third thread waking 1,000 times a second and doing nothing | the scheduler: a third thread on two cores |
 //! | empty sessions | the same thread opening and committing an empty session each wake-up | the session machinery (writers' lock, sequence, epoch) |
 //! | paced churn | a churn op per session (W2 paced) | everything: W2 paced as the runner measures it |
+//! | aged, cloned | nothing, on a clone of the aged map made after the aging (a bulk build: full nodes, in blocks from the aged heap) | the tree's shape against where its blocks lie |
+//! | fresh, kept | nothing, on a second map built beside the first at the start and never churned | time and process state: a packed map, measured in the same rounds as the aged one |
 //!
-//! All rows after "fresh" run on the aged map. Each figure is the median of `--reps`
+//! All rows after "fresh" run on the aged map, except "aged, cloned", which runs on its clone
+//! (made once, after the aging), and "fresh, kept". Each figure is the median of `--reps`
 //! samples (default 5) of `--secs` seconds (default 0.4), taken round-robin over the rows,
 //! as lookups per second of both readers together.
 //!
@@ -147,10 +150,12 @@ fn experiment<S: Concurrent>(
     rate: f64,
     empty: &(dyn Fn(&S) + Sync),
     addr: &dyn Fn(&S, u64) -> Option<usize>,
+    clone: &dyn Fn(&S) -> S,
     age_with_readers: bool,
 ) {
     let ranges = layout(n, 1);
     let mut s = S::build(&ranges);
+    let kept = S::build(&ranges);
     let addrs: Vec<Vec<u64>> = (0..2)
         .map(|t| hit_addresses(&ranges, 1 << 16, 0xadd0 + t as u64 + n as u64))
         .collect();
@@ -172,16 +177,25 @@ fn experiment<S: Concurrent>(
         }
     }
     let aged_footprint = footprint(&s, addr, &ranges);
+    let cloned = clone(&s);
+    let cloned_footprint = footprint(&cloned, addr, &ranges);
     let rows = [
         ("aged", Third::None),
         ("idle wake-ups", Third::Wake),
         ("empty sessions", Third::Empty),
         ("paced churn", Third::Churn),
+        ("aged, cloned", Third::None),
+        ("fresh, kept", Third::None),
     ];
     let mut got: Vec<Vec<f64>> = vec![Vec::new(); rows.len()];
     for _ in 0..reps {
         for (k, &(_, third)) in rows.iter().enumerate() {
-            got[k].push(sample(&s, empty, &addrs, &ops, third, rate, dur));
+            let map = match rows[k].0 {
+                "aged, cloned" => &cloned,
+                "fresh, kept" => &kept,
+                _ => &s,
+            };
+            got[k].push(sample(map, empty, &addrs, &ops, third, rate, dur));
         }
     }
     let f = median(fresh);
@@ -197,6 +211,7 @@ fn experiment<S: Concurrent>(
     );
     println!("  fresh map: {fresh_footprint}");
     println!("  aged map:  {aged_footprint}");
+    println!("  its clone: {cloned_footprint}");
     println!(
         "  {:<16} {:>8.2}M lookups/s  1.00 of fresh",
         "fresh",
@@ -245,6 +260,7 @@ fn main() {
             rate,
             &|s| drop(s.0.write()),
             &|_, _| None,
+            &|s| StdRw(std::sync::RwLock::new(s.0.read().unwrap().clone())),
             age_with_readers,
         );
     } else {
@@ -255,6 +271,7 @@ fn main() {
             rate,
             &|s| s.0.write().commit(),
             &|s, k| s.0.get(k).map(|g| &*g as *const u64 as usize),
+            &|s| Ours(s.0.clone()),
             age_with_readers,
         );
     }
