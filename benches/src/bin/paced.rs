@@ -14,9 +14,10 @@
 //! | paced churn | a churn op per session (W2 paced) | everything: W2 paced as the runner measures it |
 //! | aged, cloned | nothing, on a clone of the aged map made after the aging (a bulk build: full nodes, in blocks from the aged heap) | the tree's shape against where its blocks lie |
 //! | fresh, kept | nothing, on a second map built beside the first at the start and never churned | time and process state: a packed map, measured in the same rounds as the aged one |
+//! | fresh, cloned | nothing, on a clone of the kept map made at the start | a packed map whose entries and leaves lie apart (the clone allocates all entries, then all nodes), against the kept map's, built in turn |
 //!
 //! All rows after "fresh" run on the aged map, except "aged, cloned", which runs on its clone
-//! (made once, after the aging), and "fresh, kept". Each figure is the median of `--reps`
+//! (made once, after the aging), and the two fresh maps. Each figure is the median of `--reps`
 //! samples (default 5) of `--secs` seconds (default 0.4), taken round-robin over the rows,
 //! as lookups per second of both readers together.
 //!
@@ -156,6 +157,7 @@ fn experiment<S: Concurrent>(
     let ranges = layout(n, 1);
     let mut s = S::build(&ranges);
     let kept = S::build(&ranges);
+    let kept_clone = clone(&kept);
     let addrs: Vec<Vec<u64>> = (0..2)
         .map(|t| hit_addresses(&ranges, 1 << 16, 0xadd0 + t as u64 + n as u64))
         .collect();
@@ -176,6 +178,7 @@ fn experiment<S: Concurrent>(
             s.churn_mut(std::slice::from_ref(&ops[i % ops.len()]));
         }
     }
+    let kept_clone_footprint = footprint(&kept_clone, addr, &ranges);
     let aged_footprint = footprint(&s, addr, &ranges);
     let cloned = clone(&s);
     let cloned_footprint = footprint(&cloned, addr, &ranges);
@@ -186,6 +189,7 @@ fn experiment<S: Concurrent>(
         ("paced churn", Third::Churn),
         ("aged, cloned", Third::None),
         ("fresh, kept", Third::None),
+        ("fresh, cloned", Third::None),
     ];
     let mut got: Vec<Vec<f64>> = vec![Vec::new(); rows.len()];
     for _ in 0..reps {
@@ -193,6 +197,7 @@ fn experiment<S: Concurrent>(
             let map = match rows[k].0 {
                 "aged, cloned" => &cloned,
                 "fresh, kept" => &kept,
+                "fresh, cloned" => &kept_clone,
                 _ => &s,
             };
             got[k].push(sample(map, empty, &addrs, &ops, third, rate, dur));
@@ -212,6 +217,7 @@ fn experiment<S: Concurrent>(
     println!("  fresh map: {fresh_footprint}");
     println!("  aged map:  {aged_footprint}");
     println!("  its clone: {cloned_footprint}");
+    println!("  fresh clone: {kept_clone_footprint}");
     println!(
         "  {:<16} {:>8.2}M lookups/s  1.00 of fresh",
         "fresh",
