@@ -15,15 +15,19 @@
 //! contended with the writer for the allocator's lock. So a map recycles:
 //!
 //! 1. A commit puts the blocks it retires in its [`Blocks`]' *limbo* (no epoch work yet).
-//! 2. Once the limbo holds [`BATCH`] blocks, the commit hands them to the collector as one
+//! 2. Once the limbo holds a batch's worth, the commit hands it to the collector as one
 //!    batch ([`Recycler::retire`]): one deferred function per batch, whose only work, after
 //!    the grace period, is to move the batch into the map's pool. Handing a block over
 //!    later than its unlink only delays its grace period, so retire-after-unlink holds.
+//!    A batch is [`BATCH`] blocks in a young map and grows with the map's age to
+//!    [`MAX_BATCH`]; a session that retires [`BATCH`] blocks by itself hands over at once
+//!    ([`Blocks::batch_ready`]).
 //! 3. The next session takes the pool's batches into its [`Blocks`] free lists
 //!    ([`Recycler::take`]) and allocates from them.
 //!
 //! With one-op sessions (about five blocks each) that is one deferred function per dozen
-//! sessions instead of one per session. Blocks go back to the allocator beyond the caps
+//! sessions in a young map, and per ~200 in an old one, instead of one per session. Blocks
+//! go back to the allocator beyond the caps
 //! below, when the free lists are trimmed ([`Blocks::begin_session`]), and when the map
 //! (with its limbo and pool) is gone.
 //!
@@ -63,11 +67,17 @@ pub(crate) use crossbeam_epoch::Guard;
 
 /// Most blocks a map's pool keeps waiting for the next session (the rest are freed).
 const POOL_CAP: usize = 1 << 16;
-/// Blocks a map's limbo collects before they go to the collector as one batch. (Batches
-/// that grew to 1,024 blocks as a map aged took the W2 writer's sleeps on glibc's arena
-/// lock away, but left W3's 64-op sessions slower: their blocks came back colder. See
-/// benches/analysis.md, "The writer beside readers".)
+/// Blocks a map's limbo collects before they go to the collector as one batch, while the
+/// map is young (see [`Blocks::batch_target`]); and a session that by itself retires this
+/// many hands its limbo over at once, whatever the map's age.
 pub(crate) const BATCH: usize = 64;
+/// The largest batch: what an old map's small sessions fill before a hand-over. Each
+/// hand-over is one deferred function and one flush of crossbeam's bag (about 2 KiB that
+/// another thread frees, where the W2 writer slept on glibc's arena lock); batches of up
+/// to 1,024 for every session took those sleeps away but made W3's 64-op sessions, which
+/// retire ~320 blocks each, wait three sessions for their blocks, which came back colder
+/// (benches/analysis.md, "The writer beside readers"). Hence the per-session rule above.
+const MAX_BATCH: usize = 1024;
 /// Most free blocks of one layout a map keeps: at 512 bytes for an internal node, 384 for
 /// a leaf and 24 for a `u64` entry, at most 29 MiB for the three lists of a `u64` map.
 const CLASS_CAP: usize = 1 << 15;
@@ -220,15 +230,16 @@ impl Recycler {
         blocks.taken = taken;
     }
 
-    /// End of a commit: once `blocks`' limbo holds a batch's worth, hand it to the
-    /// collector ([`retire`](Self::retire)).
+    /// End of a commit: once `blocks`' limbo holds a batch's worth
+    /// ([`Blocks::batch_ready`]), hand it to the collector ([`retire`](Self::retire)).
     #[inline]
     pub(crate) fn commit(&self, blocks: &mut Blocks) {
-        if blocks.limbo.len() >= BATCH {
+        if blocks.batch_ready() {
+            let capacity = 2 * blocks.batch_target();
             let next = blocks
                 .spare
                 .pop()
-                .unwrap_or_else(|| Vec::with_capacity(2 * BATCH));
+                .unwrap_or_else(|| Vec::with_capacity(capacity));
             let batch = core::mem::replace(&mut blocks.limbo, next);
             // SAFETY: `Blocks` invariant: the limbo's blocks are unlinked from every
             // published version, plain data, each listed once.
@@ -284,6 +295,10 @@ impl core::fmt::Debug for Recycler {
 pub(crate) struct Blocks {
     classes: [Class; 3],
     limbo: Vec<Retired>,
+    /// `limbo`'s length when the current session began.
+    limbo_at_begin: usize,
+    /// Blocks the map has retired in all: its age, for [`Blocks::batch_target`].
+    retired: u64,
     spare: Vec<Vec<Retired>>,
     taken: Vec<Batch>,
     /// Sessions begun since the last trim.
@@ -309,16 +324,37 @@ impl Blocks {
                 low: 0,
             }),
             limbo: Vec::new(),
+            limbo_at_begin: 0,
+            retired: 0,
             spare: Vec::new(),
             taken: Vec::new(),
             sessions: 0,
         }
     }
 
+    /// How many blocks the limbo collects before a hand-over: 1/64 of what the map has
+    /// retired, between [`BATCH`] and [`MAX_BATCH`]. A young or small map (the replay's
+    /// address spaces) hands over every 64 blocks, so its blocks come back soon; one that
+    /// has churned for long (W2's writer) hands over rarely.
+    fn batch_target(&self) -> usize {
+        let grown = usize::try_from(self.retired / 64).unwrap_or(usize::MAX);
+        grown.clamp(BATCH, MAX_BATCH)
+    }
+
+    /// Whether the session ending now should hand the limbo over: it retired [`BATCH`]
+    /// blocks by itself, or the limbo has reached [`Blocks::batch_target`].
+    fn batch_ready(&self) -> bool {
+        // The limbo only grows between a session's begin and its commit; saturating all
+        // the same, so a commit without a begin can only hand over late, never panic.
+        let this_session = self.limbo.len().saturating_sub(self.limbo_at_begin);
+        this_session >= BATCH || self.limbo.len() >= self.batch_target()
+    }
+
     /// Count a writer session; every [`TRIM_PERIOD`] sessions, give back to the allocator
     /// every free block that none of them took.
     #[inline]
     pub(crate) fn begin_session(&mut self) {
+        self.limbo_at_begin = self.limbo.len();
         self.sessions += 1;
         if self.sessions >= TRIM_PERIOD {
             self.trim();
@@ -346,6 +382,7 @@ impl Blocks {
     #[inline]
     pub(crate) unsafe fn retire_later(&mut self, r: Retired) {
         self.limbo.push(r);
+        self.retired += 1;
     }
 
     /// A block for `layout`: a recycled one if there is one, else a new allocation.
@@ -494,6 +531,62 @@ mod tests {
         assert_eq!(b.free_counts(), [5, 0, 0], "trimmed a session early");
         b.begin_session();
         assert_eq!(b.free_counts(), [0, 0, 0]);
+    }
+
+    /// A session that retires `n` blocks of class 0 into `b`'s limbo and commits.
+    fn session_retiring(r: &Recycler, b: &mut Blocks, n: usize) {
+        b.begin_session();
+        let layout = b.classes[0].layout;
+        for _ in 0..n {
+            let p = b.alloc(layout);
+            // SAFETY: a block just allocated, reachable by nobody, plain bytes.
+            unsafe { b.retire_later(Retired::new(p.as_ptr(), layout)) };
+        }
+        r.commit(b);
+    }
+
+    #[test]
+    fn a_young_map_hands_over_every_batch() {
+        let r = Recycler::new();
+        let mut b = blocks();
+        for _ in 0..(BATCH / 8 - 1) {
+            session_retiring(&r, &mut b, 8);
+        }
+        assert_eq!(b.limbo.len(), BATCH - 8);
+        session_retiring(&r, &mut b, 8);
+        assert!(b.limbo.is_empty(), "a young map's batch stays {BATCH} blocks");
+    }
+
+    #[test]
+    fn an_old_maps_small_sessions_fill_a_larger_batch() {
+        let r = Recycler::new();
+        let mut b = blocks();
+        // A map that will have retired 32,768 blocks (batches of 512) when the 64th
+        // session below ends; the target grows by one every 64 blocks on the way.
+        b.retired = 64 * 512 - 512;
+        assert_eq!(b.batch_target(), 504);
+        for _ in 0..(512 / 8 - 1) {
+            session_retiring(&r, &mut b, 8);
+        }
+        assert_eq!(b.limbo.len(), 512 - 8, "handed over before the target");
+        session_retiring(&r, &mut b, 8);
+        assert_eq!(b.retired, 64 * 512);
+        assert!(b.limbo.is_empty());
+        b.retired = u64::MAX / 2;
+        assert_eq!(b.batch_target(), MAX_BATCH);
+    }
+
+    #[test]
+    fn a_session_that_retires_a_batch_hands_over_at_once() {
+        let r = Recycler::new();
+        let mut b = blocks();
+        b.retired = u64::MAX / 2; // old: batches of MAX_BATCH for small sessions
+        session_retiring(&r, &mut b, 8);
+        assert_eq!(b.limbo.len(), 8);
+        session_retiring(&r, &mut b, BATCH - 1);
+        assert_eq!(b.limbo.len(), 8 + BATCH - 1);
+        session_retiring(&r, &mut b, BATCH);
+        assert!(b.limbo.is_empty(), "a session's own batch waited for others");
     }
 
     #[test]
