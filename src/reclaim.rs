@@ -554,7 +554,10 @@ mod tests {
         }
         assert_eq!(b.limbo.len(), BATCH - 8);
         session_retiring(&r, &mut b, 8);
-        assert!(b.limbo.is_empty(), "a young map's batch stays {BATCH} blocks");
+        assert!(
+            b.limbo.is_empty(),
+            "a young map's batch stays {BATCH} blocks"
+        );
     }
 
     #[test]
@@ -586,7 +589,10 @@ mod tests {
         session_retiring(&r, &mut b, BATCH - 1);
         assert_eq!(b.limbo.len(), 8 + BATCH - 1);
         session_retiring(&r, &mut b, BATCH);
-        assert!(b.limbo.is_empty(), "a session's own batch waited for others");
+        assert!(
+            b.limbo.is_empty(),
+            "a session's own batch waited for others"
+        );
     }
 
     #[test]
