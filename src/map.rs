@@ -51,8 +51,8 @@ pub enum Fit {
 /// Memory: a `u64`-valued map takes about 60 bytes per range (a 24-byte entry and its share
 /// of 384-byte leaves). Node and entry blocks a session replaces are not returned to the
 /// allocator but kept, once no reader can reach them, for later sessions to reuse. Retired
-/// blocks wait to be handed to the epoch collector together: 64 in a young map, up to
-/// 1,024 (plus one session's) in one that has retired many. At most 65,536 wait in the
+/// blocks wait to be handed to the epoch collector together: 64, or up to 1,024 (plus one
+/// session's) while earlier batches are slow to come back. At most 65,536 wait in the
 /// map's pool after their grace period, and at most 32,768 of each of the three block
 /// sizes sit in the free lists. The lists follow what the sessions
 /// use: every 65,536 sessions, the free blocks that none of them needed are freed. So a

@@ -19,14 +19,15 @@
 //!    batch ([`Recycler::retire`]): one deferred function per batch, whose only work, after
 //!    the grace period, is to move the batch into the map's pool. Handing a block over
 //!    later than its unlink only delays its grace period, so retire-after-unlink holds.
-//!    A batch is [`BATCH`] blocks in a young map and grows with the map's age to
-//!    [`MAX_BATCH`]; a session that retires [`BATCH`] blocks by itself hands over at once
-//!    ([`Blocks::batch_ready`]).
+//!    A batch is [`BATCH`] blocks while earlier batches come back promptly, and grows to
+//!    [`MAX_BATCH`] while they are slow to (readers holding grace periods open); a session
+//!    that retires [`BATCH`] blocks by itself hands over at once ([`Blocks::batch_ready`],
+//!    [`Blocks::adapt_batch`]).
 //! 3. The next session takes the pool's batches into its [`Blocks`] free lists
 //!    ([`Recycler::take`]) and allocates from them.
 //!
 //! With one-op sessions (about five blocks each) that is one deferred function per dozen
-//! sessions in a young map, and per ~200 in an old one, instead of one per session. Blocks
+//! sessions, or per ~200 while grace periods are long, instead of one per session. Blocks
 //! go back to the allocator beyond the caps
 //! below, when the free lists are trimmed ([`Blocks::begin_session`]), and when the map
 //! (with its limbo and pool) is gone.
@@ -68,16 +69,23 @@ pub(crate) use crossbeam_epoch::Guard;
 /// Most blocks a map's pool keeps waiting for the next session (the rest are freed).
 const POOL_CAP: usize = 1 << 16;
 /// Blocks a map's limbo collects before they go to the collector as one batch, while the
-/// map is young (see [`Blocks::batch_target`]); and a session that by itself retires this
-/// many hands its limbo over at once, whatever the map's age.
+/// batches come back promptly ([`Blocks::adapt_batch`]); and a session that by itself
+/// retires this many hands its limbo over at once, whatever the batch.
 pub(crate) const BATCH: usize = 64;
-/// The largest batch: what an old map's small sessions fill before a hand-over. Each
-/// hand-over is one deferred function and one flush of crossbeam's bag (about 2 KiB that
-/// another thread frees, where the W2 writer slept on glibc's arena lock); batches of up
-/// to 1,024 for every session took those sleeps away but made W3's 64-op sessions, which
-/// retire ~320 blocks each, wait three sessions for their blocks, which came back colder
-/// (benches/analysis.md, "The writer beside readers"). Hence the per-session rule above.
+/// The largest batch: what small sessions fill before a hand-over while grace periods are
+/// long. Each hand-over is one deferred function and one flush of crossbeam's bag (about 2
+/// KiB that another thread frees; there the W2 writer slept on glibc's arena lock). Larger
+/// batches take those sleeps away, but their blocks come back colder: batches that grew
+/// with a map's age made W3's 64-op sessions wait three sessions for their blocks, and
+/// the single-threaded W3 and W4 slower (benches/analysis.md, "The writer beside
+/// readers"). Hence the per-session rule above, and growth only while batches are slow.
 const MAX_BATCH: usize = 1024;
+/// Batches in flight at which a hand-over doubles the batch ([`Blocks::adapt_batch`]): a
+/// writer alone, or beside readers that keep their CPUs, sees one or two in flight (its own
+/// flushes end the grace periods); beside readers that lose the CPU while pinned, tens.
+const SLOW_GRACE: usize = 8;
+/// Batches in flight at or below which a hand-over halves the batch.
+const PROMPT_GRACE: usize = 3;
 /// Most free blocks of one layout a map keeps: at 512 bytes for an internal node, 384 for
 /// a leaf and 24 for a `u64` entry, at most 29 MiB for the three lists of a `u64` map.
 const CLASS_CAP: usize = 1 << 15;
@@ -148,6 +156,8 @@ struct Pool {
 struct Ready {
     batches: Vec<Batch>,
     blocks: usize,
+    /// Batches whose grace period ended since the last take (kept or freed).
+    returned: usize,
 }
 
 impl Pool {
@@ -156,12 +166,13 @@ impl Pool {
         let n = batch.0.len();
         let rejected = {
             let mut ready = self.ready.lock().unwrap_or_else(|p| p.into_inner());
+            ready.returned += 1;
+            // Relaxed: a hint only (see `Pool`); the batch, and the count of returned
+            // ones, are handed over by the mutex.
+            self.nonempty.store(true, Ordering::Relaxed);
             if ready.blocks + n <= POOL_CAP {
                 ready.blocks += n;
                 ready.batches.push(batch);
-                // Relaxed: a hint only (see `Pool`); the batch itself is handed over by the
-                // mutex.
-                self.nonempty.store(true, Ordering::Relaxed);
                 None
             } else {
                 Some(batch)
@@ -211,6 +222,8 @@ impl Recycler {
         match self.pool.ready.try_lock() {
             Ok(mut ready) => {
                 ready.blocks = 0;
+                blocks.in_flight = blocks.in_flight.saturating_sub(ready.returned);
+                ready.returned = 0;
                 self.pool.nonempty.store(false, Ordering::Relaxed);
                 // Swap in the empty list kept from last time: no allocation either side.
                 core::mem::swap(&mut ready.batches, &mut blocks.taken);
@@ -235,7 +248,9 @@ impl Recycler {
     #[inline]
     pub(crate) fn commit(&self, blocks: &mut Blocks) {
         if blocks.batch_ready() {
-            let capacity = 2 * blocks.batch_target();
+            blocks.adapt_batch();
+            blocks.in_flight += 1;
+            let capacity = 2 * blocks.batch;
             let next = blocks
                 .spare
                 .pop()
@@ -292,13 +307,18 @@ impl core::fmt::Debug for Recycler {
 ///   pinned before its unlink may still read it, so it is reused or freed only after a
 ///   grace period ([`Recycler::commit`], or `Drop`);
 /// - `taken` and `spare` are empty lists kept for their capacity.
+///
+/// (`limbo_at_begin`, `in_flight` and `batch` only pace the hand-overs: no safety argument
+/// rests on them, and a wrong count could only make a batch hand over early or late.)
 pub(crate) struct Blocks {
     classes: [Class; 3],
     limbo: Vec<Retired>,
     /// `limbo`'s length when the current session began.
     limbo_at_begin: usize,
-    /// Blocks the map has retired in all: its age, for [`Blocks::batch_target`].
-    retired: u64,
+    /// Batches handed to the collector whose return the map has not seen yet.
+    in_flight: usize,
+    /// Blocks the limbo collects before a hand-over ([`Blocks::adapt_batch`]).
+    batch: usize,
     spare: Vec<Vec<Retired>>,
     taken: Vec<Batch>,
     /// Sessions begun since the last trim.
@@ -325,29 +345,34 @@ impl Blocks {
             }),
             limbo: Vec::new(),
             limbo_at_begin: 0,
-            retired: 0,
+            in_flight: 0,
+            batch: BATCH,
             spare: Vec::new(),
             taken: Vec::new(),
             sessions: 0,
         }
     }
 
-    /// How many blocks the limbo collects before a hand-over: 1/64 of what the map has
-    /// retired, between [`BATCH`] and [`MAX_BATCH`]. A young or small map (the replay's
-    /// address spaces) hands over every 64 blocks, so its blocks come back soon; one that
-    /// has churned for long (W2's writer) hands over rarely.
-    fn batch_target(&self) -> usize {
-        let grown = usize::try_from(self.retired / 64).unwrap_or(usize::MAX);
-        grown.clamp(BATCH, MAX_BATCH)
+    /// Before a hand-over: if the batches handed over earlier are slow to come back (many
+    /// in flight: readers hold their grace periods open, as W2's two readers beside a
+    /// writer on two cores do while off the CPU), double the batch, up to [`MAX_BATCH`]; if
+    /// they come back promptly (a writer alone, whose own flushes end the grace periods),
+    /// halve it, down to [`BATCH`], so the blocks come back while still in cache.
+    fn adapt_batch(&mut self) {
+        if self.in_flight >= SLOW_GRACE {
+            self.batch = (self.batch * 2).min(MAX_BATCH);
+        } else if self.in_flight <= PROMPT_GRACE {
+            self.batch = (self.batch / 2).max(BATCH);
+        }
     }
 
     /// Whether the session ending now should hand the limbo over: it retired [`BATCH`]
-    /// blocks by itself, or the limbo has reached [`Blocks::batch_target`].
+    /// blocks by itself, or the limbo holds the current batch ([`Blocks::adapt_batch`]).
     fn batch_ready(&self) -> bool {
         // The limbo only grows between a session's begin and its commit; saturating all
         // the same, so a commit without a begin can only hand over late, never panic.
         let this_session = self.limbo.len().saturating_sub(self.limbo_at_begin);
-        this_session >= BATCH || self.limbo.len() >= self.batch_target()
+        this_session >= BATCH || self.limbo.len() >= self.batch
     }
 
     /// Count a writer session; every [`TRIM_PERIOD`] sessions, give back to the allocator
@@ -382,7 +407,6 @@ impl Blocks {
     #[inline]
     pub(crate) unsafe fn retire_later(&mut self, r: Retired) {
         self.limbo.push(r);
-        self.retired += 1;
     }
 
     /// A block for `layout`: a recycled one if there is one, else a new allocation.
@@ -545,45 +569,60 @@ mod tests {
         r.commit(b);
     }
 
-    #[test]
-    fn a_young_map_hands_over_every_batch() {
-        let r = Recycler::new();
-        let mut b = blocks();
-        for _ in 0..(BATCH / 8 - 1) {
-            session_retiring(&r, &mut b, 8);
+    /// Sessions of 8 blocks until one commit hands the limbo over; returns how many blocks
+    /// went (no take runs in between, so nothing counts down what is in flight).
+    fn until_hand_over(r: &Recycler, b: &mut Blocks) -> usize {
+        for _ in 0..MAX_BATCH {
+            let before = b.limbo.len();
+            session_retiring(r, b, 8);
+            if b.limbo.is_empty() {
+                return before + 8;
+            }
         }
-        assert_eq!(b.limbo.len(), BATCH - 8);
-        session_retiring(&r, &mut b, 8);
-        assert!(
-            b.limbo.is_empty(),
-            "a young map's batch stays {BATCH} blocks"
-        );
+        panic!("no hand-over within {MAX_BATCH} sessions");
     }
 
     #[test]
-    fn an_old_maps_small_sessions_fill_a_larger_batch() {
+    fn batches_stay_small_while_they_come_back_promptly() {
         let r = Recycler::new();
         let mut b = blocks();
-        // A map that will have retired 32,768 blocks (batches of 512) when the 64th
-        // session below ends; the target grows by one every 64 blocks on the way.
-        b.retired = 64 * 512 - 512;
-        assert_eq!(b.batch_target(), 504);
-        for _ in 0..(512 / 8 - 1) {
-            session_retiring(&r, &mut b, 8);
+        for _ in 0..PROMPT_GRACE {
+            assert_eq!(until_hand_over(&r, &mut b), BATCH);
         }
-        assert_eq!(b.limbo.len(), 512 - 8, "handed over before the target");
-        session_retiring(&r, &mut b, 8);
-        assert_eq!(b.retired, 64 * 512);
-        assert!(b.limbo.is_empty());
-        b.retired = u64::MAX / 2;
-        assert_eq!(b.batch_target(), MAX_BATCH);
+        assert_eq!(b.in_flight, PROMPT_GRACE);
+        assert_eq!(b.batch, BATCH);
+    }
+
+    #[test]
+    fn batches_grow_while_they_come_back_slowly_and_shrink_when_they_do_not() {
+        let r = Recycler::new();
+        let mut b = blocks();
+        b.in_flight = SLOW_GRACE;
+        // Each hand-over with SLOW_GRACE or more in flight doubles the next batch.
+        assert_eq!(until_hand_over(&r, &mut b), BATCH);
+        assert_eq!(until_hand_over(&r, &mut b), 2 * BATCH);
+        assert_eq!(until_hand_over(&r, &mut b), 4 * BATCH);
+        for _ in 0..6 {
+            until_hand_over(&r, &mut b);
+        }
+        assert_eq!(b.batch, MAX_BATCH, "the batch outgrew its cap");
+        // Between the thresholds it stays; at or below PROMPT_GRACE it halves.
+        b.in_flight = PROMPT_GRACE + 1;
+        assert_eq!(until_hand_over(&r, &mut b), MAX_BATCH);
+        assert_eq!(b.batch, MAX_BATCH);
+        b.in_flight = PROMPT_GRACE;
+        assert_eq!(until_hand_over(&r, &mut b), MAX_BATCH);
+        assert_eq!(b.batch, MAX_BATCH / 2);
+        b.in_flight = 0;
+        assert_eq!(until_hand_over(&r, &mut b), MAX_BATCH / 2);
+        assert_eq!(b.batch, MAX_BATCH / 4);
     }
 
     #[test]
     fn a_session_that_retires_a_batch_hands_over_at_once() {
         let r = Recycler::new();
         let mut b = blocks();
-        b.retired = u64::MAX / 2; // old: batches of MAX_BATCH for small sessions
+        b.batch = MAX_BATCH; // small sessions wait for a large batch
         session_retiring(&r, &mut b, 8);
         assert_eq!(b.limbo.len(), 8);
         session_retiring(&r, &mut b, BATCH - 1);
@@ -593,6 +632,37 @@ mod tests {
             b.limbo.is_empty(),
             "a session's own batch waited for others"
         );
+    }
+
+    /// A batch of `n` fresh blocks of `b`'s class 0.
+    fn fresh_batch(b: &Blocks, n: usize) -> Batch {
+        let layout = b.classes[0].layout;
+        Batch(
+            (0..n)
+                .map(|_| {
+                    // SAFETY: non-zero-sized layout.
+                    let p = unsafe { std::alloc::alloc(layout) };
+                    assert!(!p.is_null());
+                    // SAFETY: allocated with `layout` just now, reachable by nobody.
+                    unsafe { Retired::new(p, layout) }
+                })
+                .collect(),
+        )
+    }
+
+    #[test]
+    fn a_take_counts_down_the_batches_that_came_back_kept_or_freed() {
+        let r = Recycler::new();
+        let mut b = blocks();
+        b.in_flight = 5;
+        r.pool.give_back(fresh_batch(&b, 3));
+        r.pool.give_back(fresh_batch(&b, 4));
+        // A full pool frees the next batch, which has come back all the same.
+        r.pool.ready.lock().unwrap().blocks = POOL_CAP;
+        r.pool.give_back(fresh_batch(&b, 2));
+        r.take(&mut b);
+        assert_eq!(b.in_flight, 2);
+        assert_eq!(b.free_counts(), [7, 0, 0]);
     }
 
     #[test]
