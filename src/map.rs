@@ -54,11 +54,11 @@ pub enum Fit {
 /// blocks wait to be handed to the epoch collector together: 64, or up to 1,024 (plus one
 /// session's) while earlier batches are slow to come back. At most 65,536 wait in the
 /// map's pool after their grace period, and at most 32,768 of each of the three block
-/// sizes sit in the free lists. The lists follow what the sessions
-/// use: every 65,536 sessions, the free blocks that none of them needed are freed. So a
-/// map whose writer ran flat out beside readers that lost the CPU while pinned (which
-/// holds back every block retired meanwhile) may keep a few tens of MiB of free blocks
-/// until its sessions slow down; everything is freed with the map.
+/// sizes sit in the free lists. The lists follow what the sessions use: every 65,536
+/// sessions, the free blocks that none of them needed are freed. So a map whose writer ran
+/// flat out beside readers that lost the CPU while pinned (which holds back every block
+/// retired meanwhile) may keep a few tens of MiB of free blocks until its sessions slow
+/// down; everything is freed with the map.
 //
 // Invariant: `scratch` is read and written only by the writer session that holds
 // `writers` exclusively (through `scratch_ptr`, never past its unlock), or through

@@ -28,9 +28,8 @@
 //!
 //! With one-op sessions (about five blocks each) that is one deferred function per dozen
 //! sessions, or per ~200 while grace periods are long, instead of one per session. Blocks
-//! go back to the allocator beyond the caps
-//! below, when the free lists are trimmed ([`Blocks::begin_session`]), and when the map
-//! (with its limbo and pool) is gone.
+//! go back to the allocator beyond the caps below, when the free lists are trimmed
+//! ([`Blocks::begin_session`]), and when the map (with its limbo and pool) is gone.
 //!
 //! # How many free blocks to keep
 //!
@@ -75,10 +74,11 @@ pub(crate) const BATCH: usize = 64;
 /// The largest batch: what small sessions fill before a hand-over while grace periods are
 /// long. Each hand-over is one deferred function and one flush of crossbeam's bag (about 2
 /// KiB that another thread frees; there the W2 writer slept on glibc's arena lock). Larger
-/// batches take those sleeps away, but their blocks come back colder: batches that grew
-/// with a map's age made W3's 64-op sessions wait three sessions for their blocks, and
-/// the single-threaded W3 and W4 slower (benches/analysis.md, "The writer beside
-/// readers"). Hence the per-session rule above, and growth only while batches are slow.
+/// batches take those sleeps away, but their blocks come back colder. Two forms whose
+/// batches grew with a map's age were measured: one made W3's 64-op sessions wait three
+/// sessions for their blocks, and the other (with the per-session rule) still made the
+/// single-threaded W4 slower (benches/analysis.md, "The writer beside readers"). Hence
+/// the per-session rule above, and growth only while batches are slow to come back.
 const MAX_BATCH: usize = 1024;
 /// Batches in flight at which a hand-over doubles the batch ([`Blocks::adapt_batch`]): a
 /// writer alone, or beside readers that keep their CPUs, sees one or two in flight (its own
@@ -145,8 +145,9 @@ pub(crate) struct Recycler {
 
 /// Invariant: no thread can reach any block of `ready` (each batch's grace period is over);
 /// `ready` holds at most `POOL_CAP` blocks in all. `nonempty` is set (under the lock) when a
-/// batch is added and cleared when `take` empties `ready`: a hint that spares sessions the
-/// lock when there is nothing to take (a stale reading only delays a take by a session).
+/// batch comes back, kept or freed, and cleared when `take` empties `ready` and reads its
+/// `returned` count: a hint that spares sessions the lock when there is nothing to take (a
+/// stale reading only delays a take by a session).
 struct Pool {
     ready: Mutex<Ready>,
     nonempty: AtomicBool,
