@@ -144,16 +144,25 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
+/// What `experiment` needs to know of a structure beyond [`Concurrent`].
+struct Hooks<'a, S> {
+    /// Open and commit an empty session (the "empty sessions" row).
+    empty: &'a (dyn Fn(&S) + Sync),
+    /// The address of the value for a key, if the structure has one.
+    addr: &'a dyn Fn(&S, u64) -> Option<usize>,
+    /// A copy of the structure (the cloned rows).
+    clone: &'a dyn Fn(&S) -> S,
+}
+
 fn experiment<S: Concurrent>(
     n: usize,
     secs: f64,
     reps: usize,
     rate: f64,
-    empty: &(dyn Fn(&S) + Sync),
-    addr: &dyn Fn(&S, u64) -> Option<usize>,
-    clone: &dyn Fn(&S) -> S,
+    hooks: &Hooks<'_, S>,
     age_with_readers: bool,
 ) {
+    let (empty, addr, clone) = (hooks.empty, hooks.addr, hooks.clone);
     let ranges = layout(n, 1);
     let mut s = S::build(&ranges);
     let kept = S::build(&ranges);
@@ -264,9 +273,11 @@ fn main() {
             secs,
             reps,
             rate,
-            &|s| drop(s.0.write()),
-            &|_, _| None,
-            &|s| StdRw(std::sync::RwLock::new(s.0.read().unwrap().clone())),
+            &Hooks {
+                empty: &|s| drop(s.0.write()),
+                addr: &|_, _| None,
+                clone: &|s| StdRw(std::sync::RwLock::new(s.0.read().unwrap().clone())),
+            },
             age_with_readers,
         );
     } else {
@@ -275,9 +286,11 @@ fn main() {
             secs,
             reps,
             rate,
-            &|s| s.0.write().commit(),
-            &|s, k| s.0.get(k).map(|g| &*g as *const u64 as usize),
-            &|s| Ours(s.0.clone()),
+            &Hooks {
+                empty: &|s| s.0.write().commit(),
+                addr: &|s, k| s.0.get(k).map(|g| &*g as *const u64 as usize),
+                clone: &|s| Ours(s.0.clone()),
+            },
             age_with_readers,
         );
     }
