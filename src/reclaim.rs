@@ -501,14 +501,26 @@ mod tests {
 
     /// `n` fresh blocks of class 0, through `put`.
     fn fill(b: &mut Blocks, n: usize) {
-        let layout = b.classes[0].layout;
-        for _ in 0..n {
-            // SAFETY: non-zero-sized layout.
-            let p = unsafe { std::alloc::alloc(layout) };
-            assert!(!p.is_null());
-            // SAFETY: allocated with `layout` just now, reachable by nobody, plain bytes.
-            unsafe { b.put(Retired::new(p, layout)) };
+        for r in fresh_batch(b, n).0 {
+            // SAFETY: allocated with its layout just now, reachable by nobody, plain bytes.
+            unsafe { b.put(r) };
         }
+    }
+
+    /// A batch of `n` fresh blocks of `b`'s class 0.
+    fn fresh_batch(b: &Blocks, n: usize) -> Batch {
+        let layout = b.classes[0].layout;
+        Batch(
+            (0..n)
+                .map(|_| {
+                    // SAFETY: non-zero-sized layout.
+                    let p = unsafe { std::alloc::alloc(layout) };
+                    assert!(!p.is_null());
+                    // SAFETY: allocated with `layout` just now, reachable by nobody.
+                    unsafe { Retired::new(p, layout) }
+                })
+                .collect(),
+        )
     }
 
     /// One session that takes a block of class 0 and gives it back.
@@ -633,22 +645,6 @@ mod tests {
             b.limbo.is_empty(),
             "a session's own batch waited for others"
         );
-    }
-
-    /// A batch of `n` fresh blocks of `b`'s class 0.
-    fn fresh_batch(b: &Blocks, n: usize) -> Batch {
-        let layout = b.classes[0].layout;
-        Batch(
-            (0..n)
-                .map(|_| {
-                    // SAFETY: non-zero-sized layout.
-                    let p = unsafe { std::alloc::alloc(layout) };
-                    assert!(!p.is_null());
-                    // SAFETY: allocated with `layout` just now, reachable by nobody.
-                    unsafe { Retired::new(p, layout) }
-                })
-                .collect(),
-        )
     }
 
     #[test]

@@ -191,24 +191,18 @@ fn experiment<S: Concurrent>(
     let aged_footprint = footprint(&s, addr, &ranges);
     let cloned = clone(&s);
     let cloned_footprint = footprint(&cloned, addr, &ranges);
-    let rows = [
-        ("aged", Third::None),
-        ("idle wake-ups", Third::Wake),
-        ("empty sessions", Third::Empty),
-        ("paced churn", Third::Churn),
-        ("aged, cloned", Third::None),
-        ("fresh, kept", Third::None),
-        ("fresh, cloned", Third::None),
+    let rows: [(&str, Third, &S); 7] = [
+        ("aged", Third::None, &s),
+        ("idle wake-ups", Third::Wake, &s),
+        ("empty sessions", Third::Empty, &s),
+        ("paced churn", Third::Churn, &s),
+        ("aged, cloned", Third::None, &cloned),
+        ("fresh, kept", Third::None, &kept),
+        ("fresh, cloned", Third::None, &kept_clone),
     ];
     let mut got: Vec<Vec<f64>> = vec![Vec::new(); rows.len()];
     for _ in 0..reps {
-        for (k, &(_, third)) in rows.iter().enumerate() {
-            let map = match rows[k].0 {
-                "aged, cloned" => &cloned,
-                "fresh, kept" => &kept,
-                "fresh, cloned" => &kept_clone,
-                _ => &s,
-            };
+        for (k, &(_, third, map)) in rows.iter().enumerate() {
             got[k].push(sample(map, empty, &addrs, &ops, third, rate, dur));
         }
     }
@@ -232,7 +226,7 @@ fn experiment<S: Concurrent>(
         "fresh",
         f / 1e6
     );
-    for (k, (name, _)) in rows.iter().enumerate() {
+    for (k, (name, _, _)) in rows.iter().enumerate() {
         let m = median(got[k].clone());
         println!(
             "  {name:<16} {:>8.2}M lookups/s  {:.2} of fresh",
