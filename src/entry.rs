@@ -30,9 +30,11 @@ use crate::reclaim::Blocks;
 ///   (`lock.seq == session`, after `write_lock` waited the readers out) or created it; it
 ///   is read by that writer, or by a reader holding a read count granted by the lock
 ///   protocol, which excludes the writer's changes until the session ends.
-/// - The entry is freed only after `lock.detach` drained it (count `DETACHED`) and the
-///   versions that reached it were unlinked — through `reclaim::retire`, by layout: the
-///   value is never dropped there (it was moved out by the writer).
+/// - The entry is a block of its map's entry slab (`reclaim::Blocks`), handed back for
+///   reuse only after `lock.detach` drained it (count `DETACHED`) and the versions that
+///   reached it were unlinked, through `reclaim`'s grace periods: the value is never
+///   dropped there (it was moved out by the writer). A map's drop moves the values of its
+///   last version out ([`Entry::take_value`]) before its slabs free their chunks.
 pub(crate) struct Entry<K, V> {
     pub(crate) lock: EntryLock,
     value: UnsafeCell<MaybeUninit<V>>,
@@ -43,11 +45,21 @@ pub(crate) struct Entry<K, V> {
 impl<K: Key, V> Entry<K, V> {
     /// A new entry, born in (and write-locked by) session `s`, in a block from `blocks`.
     pub(crate) fn alloc(blocks: &mut Blocks, value: V, s: Session) -> NonNull<Self> {
+        Self::alloc_with(blocks, value, EntryLock::new_locked(s))
+    }
+
+    /// A new entry of a map under construction (no session: not locked), in a block from
+    /// `blocks`.
+    pub(crate) fn alloc_unlocked(blocks: &mut Blocks, value: V) -> NonNull<Self> {
+        Self::alloc_with(blocks, value, EntryLock::new_attached())
+    }
+
+    fn alloc_with(blocks: &mut Blocks, value: V, lock: EntryLock) -> NonNull<Self> {
         let block = blocks.alloc(Layout::new::<Self>()).cast::<Self>();
         // SAFETY: an unused block with `Entry`'s layout: in bounds and aligned.
         unsafe {
             block.as_ptr().write(Entry {
-                lock: EntryLock::new_locked(s),
+                lock,
                 value: UnsafeCell::new(MaybeUninit::new(value)),
                 _key: PhantomData,
             })
@@ -55,32 +67,15 @@ impl<K: Key, V> Entry<K, V> {
         block
     }
 
-    /// A new entry of a map under construction (no session: not locked).
-    pub(crate) fn alloc_unlocked(value: V) -> NonNull<Self> {
-        Self::boxed(value, EntryLock::new_attached())
-    }
-
-    fn boxed(value: V, lock: EntryLock) -> NonNull<Self> {
-        let b = Box::new(Entry {
-            lock,
-            value: UnsafeCell::new(MaybeUninit::new(value)),
-            _key: PhantomData,
-        });
-        // SAFETY: `Box::into_raw` never returns null.
-        unsafe { NonNull::new_unchecked(Box::into_raw(b)) }
-    }
-
-    /// Free the entry, handing its value to the caller.
+    /// Move the value out, for a map that is being dropped. The block stays its slab's (it
+    /// is freed with the slab's chunks).
     ///
     /// # Safety
-    /// `this` came from [`Entry::alloc`] or [`Entry::alloc_unlocked`] (a global-allocator
-    /// block of `Entry`'s layout, as a `Box` uses), its value is initialised, and no other
-    /// thread can reach it (its tree is gone and no guard is alive).
-    pub(crate) unsafe fn into_value(this: NonNull<Self>) -> V {
-        // SAFETY: caller contract; `Box::from_raw` matches `alloc`.
-        let b = unsafe { Box::from_raw(this.as_ptr()) };
-        // SAFETY: caller contract: initialised.
-        unsafe { b.value.into_inner().assume_init() }
+    /// The value is initialised, no other thread can reach the entry (its tree is gone and
+    /// no guard is alive), and nothing reads the value again.
+    pub(crate) unsafe fn take_value(this: NonNull<Self>) -> V {
+        // SAFETY: caller contract: initialised, ours alone, and read this once.
+        unsafe { (*this.as_ref().value.get()).assume_init_read() }
     }
 
     /// The value.

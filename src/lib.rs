@@ -87,6 +87,7 @@ mod lock_stress;
 mod map;
 mod pinned;
 mod reclaim;
+mod slab;
 mod stats;
 mod sync;
 mod tree;

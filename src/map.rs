@@ -48,17 +48,18 @@ pub enum Fit {
 /// is O(log n + k) for k gaps; a writer session's edits are O(log n) each, plus copying
 /// the O(log n) nodes on each changed path once per session.
 ///
-/// Memory: a `u64`-valued map takes about 60 bytes per range (a 24-byte entry and its share
-/// of 384-byte leaves). Node and entry blocks a session replaces are not returned to the
-/// allocator but kept, once no reader can reach them, for later sessions to reuse. Retired
-/// blocks wait to be handed to the epoch collector together: 64, or up to 1,024 (plus one
-/// session's) while earlier batches are slow to come back. At most 65,536 wait in the
-/// map's pool after their grace period, and at most 32,768 of each of the three block
-/// sizes sit in the free lists. The lists follow what the sessions use: every 65,536
-/// sessions, the free blocks that none of them needed are freed. So a map whose writer ran
+/// Memory: a `u64`-valued map takes about 61 bytes per range (a 24-byte entry and its share
+/// of 384-byte leaves). A map allocates its nodes and entries from its own 64-KiB chunks, one
+/// stream per block size, and never frees a block on its own: a block a session replaces
+/// is reused, once no reader can reach it, by later sessions. Retired blocks wait to be
+/// handed to the epoch collector together: 64, or up to 1,024 (plus one session's) while
+/// earlier batches are slow to come back, and while they are, the map reuses the lowest
+/// free block first, so its live blocks stay packed on few pages. Chunks go back to the
+/// allocator when all their blocks are free: every 65,536 sessions, those from which no
+/// block was taken in lowest-first order since the last check. So a map whose writer ran
 /// flat out beside readers that lost the CPU while pinned (which holds back every block
-/// retired meanwhile) may keep a few tens of MiB of free blocks until its sessions slow
-/// down; everything is freed with the map.
+/// retired meanwhile), or a map that shrank, keeps its free chunks until 65,536 more
+/// sessions have run; everything is freed with the map.
 //
 // Invariant: `scratch` is read and written only by the writer session that holds
 // `writers` exclusively (through `scratch_ptr`, never past its unlock), or through
@@ -131,15 +132,17 @@ impl<K: Key, V> RangeMap<K, V> {
     /// assert!(map.is_empty());
     /// ```
     pub fn new() -> Self {
+        let mut scratch = Scratch::new();
+        let root = NodeMut::<K, Entry<K, V>>::alloc_in(scratch.blocks(), 0, 0);
         RangeMap {
-            root: AtomicPtr::new(NodeMut::<K, Entry<K, V>>::alloc(0, 0).as_ptr()),
+            root: AtomicPtr::new(root.as_ptr()),
             domain: LockDomain::new(),
             stats: Counters::new(),
             _gap: Gap([0; GAP]),
             writers: RwLock::new(()),
             len: AtomicUsize::new(0),
             recycler: Recycler::new(),
-            scratch: UnsafeCell::new(Scratch::new()),
+            scratch: UnsafeCell::new(scratch),
             _values: PhantomData,
         }
     }
@@ -615,14 +618,18 @@ impl<K: Key, V: Clone> Clone for RangeMap<K, V> {
             out
         };
         let n = values.len();
+        let mut map = RangeMap::new();
+        let blocks = map.scratch.get_mut().blocks();
         let items: Vec<_> = values
             .into_iter()
-            .map(|(lo, hi, v)| (lo, hi, Entry::alloc_unlocked(v)))
+            .map(|(lo, hi, v)| (lo, hi, Entry::alloc_unlocked(blocks, v)))
             .collect();
-        let map = RangeMap::new();
-        let empty = map.root.swap(bulk::build(&items, 0), Ordering::Relaxed);
-        // SAFETY: the new map's initial empty leaf: never published to anyone else.
-        unsafe { NodeMut::free(empty) };
+        let empty = map
+            .root
+            .swap(bulk::build(&items, 0, blocks), Ordering::Relaxed);
+        // SAFETY: the new map's initial empty leaf, from its slabs: never published to
+        // anyone else.
+        unsafe { NodeMut::recycle(empty, blocks) };
         map.len.store(n, Ordering::Relaxed);
         map
     }
@@ -647,22 +654,17 @@ impl<K: Key, V> Drop for RangeMap<K, V> {
             unsafe { NodeRef::new(NonNull::new_unchecked(root)) };
         let mut entries = Vec::with_capacity(*self.len.get_mut());
         search::for_each_overlapping(root_ref, K::ZERO, K::MAX, &mut |f| entries.push(f.entry));
-        let mut nodes = Vec::new();
-        search::for_each_node_post(root_ref, &mut |n| nodes.push(n.as_ptr()));
-        for n in nodes {
-            // SAFETY: every node of the published tree, each once; no reader is left, and
-            // retired versions are not in this list (they are the collector's).
-            unsafe { NodeMut::free(n) };
-        }
         // Drop the values in this thread (never in a reclamation callback). If one value's
-        // `Drop` panics, `Rest` drops the others during unwinding.
+        // `Drop` panics, `Rest` drops the others during unwinding. The nodes and entries
+        // themselves are blocks of the map's slabs, freed after this with `scratch`.
         struct Rest<K: Key, V>(std::vec::IntoIter<NonNull<Entry<K, V>>>);
         impl<K: Key, V> Drop for Rest<K, V> {
             fn drop(&mut self) {
                 for e in self.0.by_ref() {
                     // SAFETY: each entry of the last published version, once: attached (value
-                    // initialised), unreachable now that the tree is freed, owned by the map.
-                    drop(unsafe { Entry::into_value(e) });
+                    // initialised), unreachable by any other thread, and its block is not
+                    // reused (the slabs are freed next).
+                    drop(unsafe { Entry::take_value(e) });
                 }
             }
         }

@@ -23,28 +23,31 @@
 //!    [`MAX_BATCH`] while they are slow to (readers holding grace periods open); a session
 //!    that retires [`BATCH`] blocks by itself hands over at once ([`Blocks::batch_ready`],
 //!    [`Blocks::adapt_batch`]).
-//! 3. The next session takes the pool's batches into its [`Blocks`] free lists
-//!    ([`Recycler::take`]) and allocates from them.
+//! 3. The next session puts the pool's batches back into its [`Blocks`]' slabs
+//!    ([`Recycler::take`]), which hand them out again.
 //!
 //! With one-op sessions (about five blocks each) that is one deferred function per dozen
-//! sessions, or per ~200 while grace periods are long, instead of one per session. Blocks
-//! go back to the allocator beyond the caps below, when the free lists are trimmed
-//! ([`Blocks::begin_session`]), and when the map (with its limbo and pool) is gone.
+//! sessions, or per ~200 while grace periods are long, instead of one per session.
 //!
-//! # How many free blocks to keep
+//! # Where the blocks live
+//!
+//! Every node and entry of a map is a block of one of its three slabs ([`Slab`]: one per
+//! layout, carved from 64-KiB chunks). While the batches are slow to come back, the slabs
+//! hand out the lowest free block first, so the live blocks stay packed however long
+//! readers hold grace periods open; otherwise the block freed last ([`Blocks::packing`],
+//! and the module docs of `slab` for why and what it costs). Memory goes back to the
+//! allocator a chunk at a time: every [`TRIM_PERIOD`] sessions, the chunks whose blocks
+//! are all free and were not handed out lowest-first since the last trim
+//! ([`Blocks::begin_session`]); and all of it when the map is dropped. No block is ever
+//! freed on its own, so the pool and the limbo hold only pointers.
 //!
 //! A grace period lasts until every pinned thread has unpinned, so a reader that the
 //! scheduler takes off the CPU in the middle of a lookup holds every block retired after
 //! it for a whole time slice. With more threads than cores that is the common case: in W2
 //! (two readers and a writer on two cores) one thread is always off the CPU, usually a
 //! pinned reader, and the writer's blocks come back in floods of tens of thousands after
-//! each of its time slices. With the free lists capped at 8,192 blocks per layout, each
-//! flood overflowed them and each slice then allocated afresh: 0.6 – 0.85 million blocks
-//! freed and as many allocated per second, about 40% of the writer's time. So the caps are
-//! large enough for a flood ([`CLASS_CAP`], [`POOL_CAP`]), and what a map keeps follows
-//! what it used: every [`TRIM_PERIOD`] sessions, the blocks that lay unused in a free list
-//! all that time go back to the allocator. A map whose writer stops keeps its free blocks
-//! until its next sessions or its drop.
+//! each of its time slices. The slabs grow to hold the blocks in flight, and the trim
+//! period is long enough that chunks a flood empties are not given back between floods.
 //!
 //! # Why crossbeam-epoch, not seize
 //!
@@ -65,8 +68,7 @@ use std::sync::{Arc, Mutex};
 
 pub(crate) use crossbeam_epoch::Guard;
 
-/// Most blocks a map's pool keeps waiting for the next session (the rest are freed).
-const POOL_CAP: usize = 1 << 16;
+use crate::slab::Slab;
 /// Blocks a map's limbo collects before they go to the collector as one batch, while the
 /// batches come back promptly ([`Blocks::adapt_batch`]); and a session that by itself
 /// retires this many hands its limbo over at once, whatever the batch.
@@ -86,12 +88,9 @@ const MAX_BATCH: usize = 1024;
 const SLOW_GRACE: usize = 8;
 /// Batches in flight at or below which a hand-over halves the batch.
 const PROMPT_GRACE: usize = 3;
-/// Most free blocks of one layout a map keeps: at 512 bytes for an internal node, 384 for
-/// a leaf and 24 for a `u64` entry, at most 29 MiB for the three lists of a `u64` map.
-const CLASS_CAP: usize = 1 << 15;
-/// Sessions between two trims of the free lists ([`Blocks::begin_session`]): long enough to
+/// Sessions between two trims of the slabs ([`Blocks::begin_session`]): long enough to
 /// span many floods of returning blocks at full session rate (about 0.1 s at 600,000
-/// sessions a second), so a list that each flood drains is never trimmed.
+/// sessions a second), so a chunk that each flood fills is never trimmed.
 const TRIM_PERIOD: u32 = 1 << 16;
 /// Emptied batch vectors kept for their capacity.
 const SPARE_CAP: usize = 4;
@@ -103,7 +102,7 @@ pub(crate) fn pin() -> Guard {
     crossbeam_epoch::pin()
 }
 
-/// Raw memory to free after a grace period: a pointer and the layout it was allocated with.
+/// A block to reuse after a grace period: a pointer and the layout of the slab it came from.
 pub(crate) struct Retired {
     ptr: *mut u8,
     layout: Layout,
@@ -111,29 +110,21 @@ pub(crate) struct Retired {
 
 impl Retired {
     /// # Safety
-    /// `ptr` was allocated by the global allocator with `layout`, and needs no drop glue
-    /// (only its bytes are freed).
+    /// `ptr` is a block the map's [`Blocks`] handed out for `layout` (from its slab for
+    /// that layout), and needs no drop glue (only its bytes are reused).
     pub(crate) unsafe fn new(ptr: *mut u8, layout: Layout) -> Self {
         Retired { ptr, layout }
     }
-
-    /// Give the block back to the allocator.
-    ///
-    /// # Safety
-    /// Nothing uses the block any more (the invariant of wherever it was kept).
-    unsafe fn dealloc(self) {
-        // SAFETY: `Retired::new`'s contract (allocated with `layout` by the global
-        // allocator) and the caller's (unused).
-        unsafe { std::alloc::dealloc(self.ptr, self.layout) }
-    }
 }
 
-/// Deallocation rights to retired blocks on their way to a pool, which any thread may hold.
+/// Reuse rights to retired blocks on their way to a pool, which any thread may hold. Only
+/// the map's writer session ever reads or writes the blocks themselves.
 struct Batch(Vec<Retired>);
 
-// SAFETY: a batch is only the right to reuse or free memory that no thread will use again
-// once its grace period is over (the caller contract of `Recycler::retire`); moving that
-// right to the collecting thread, or into the pool that another thread reads, is sound.
+// SAFETY: a batch is only the right to reuse memory that no thread will use again once its
+// grace period is over (the caller contract of `Recycler::retire`); moving that right to
+// the collecting thread, or into the pool that another thread reads, is sound. Nothing
+// dereferences the pointers on the way.
 unsafe impl Send for Batch {}
 
 /// A map's pool of retired batches whose grace period is over, waiting for its next writer
@@ -143,11 +134,12 @@ pub(crate) struct Recycler {
     pool: Arc<Pool>,
 }
 
-/// Invariant: no thread can reach any block of `ready` (each batch's grace period is over);
-/// `ready` holds at most `POOL_CAP` blocks in all. `nonempty` is set (under the lock) when a
-/// batch comes back, kept or freed, and cleared when `take` empties `ready` and reads its
-/// `returned` count: a hint that spares sessions the lock when there is nothing to take (a
-/// stale reading only delays a take by a session).
+/// Invariant: no thread can reach any block of `ready` (each batch's grace period is over).
+/// The pool never dereferences them: they may outlive their map's slabs, and then they are
+/// only pointers that nobody follows. `nonempty` is set (under the lock) when a batch comes
+/// back, and cleared when `take` empties `ready` and reads its `returned` count: a hint that
+/// spares sessions the lock when there is nothing to take (a stale reading only delays a
+/// take by a session).
 struct Pool {
     ready: Mutex<Ready>,
     nonempty: AtomicBool,
@@ -156,44 +148,21 @@ struct Pool {
 #[derive(Default)]
 struct Ready {
     batches: Vec<Batch>,
-    blocks: usize,
-    /// Batches whose grace period ended since the last take (kept or freed).
+    /// Batches whose grace period ended since the last take.
     returned: usize,
 }
 
 impl Pool {
-    /// Keep `batch` for the next session, or free it if the pool is full.
+    /// Keep `batch` for the next session. Its blocks belong to the map's slabs, which take
+    /// them back then; the pool keeps every batch, or the blocks would be lost until the
+    /// map's drop.
     fn give_back(&self, batch: Batch) {
-        let n = batch.0.len();
-        let rejected = {
-            let mut ready = self.ready.lock().unwrap_or_else(|p| p.into_inner());
-            ready.returned += 1;
-            // Relaxed: a hint only (see `Pool`); the batch, and the count of returned
-            // ones, are handed over by the mutex.
-            self.nonempty.store(true, Ordering::Relaxed);
-            if ready.blocks + n <= POOL_CAP {
-                ready.blocks += n;
-                ready.batches.push(batch);
-                None
-            } else {
-                Some(batch)
-            }
-        };
-        for r in rejected.into_iter().flat_map(|b| b.0) {
-            // SAFETY: the batch's grace period is over (the deferred function that calls us
-            // runs only then), so no thread can reach the block.
-            unsafe { r.dealloc() };
-        }
-    }
-}
-
-impl Drop for Pool {
-    fn drop(&mut self) {
-        let ready = self.ready.get_mut().unwrap_or_else(|p| p.into_inner());
-        for r in ready.batches.drain(..).flat_map(|b| b.0) {
-            // SAFETY: type invariant: unreachable; the pool was its last owner.
-            unsafe { r.dealloc() };
-        }
+        let mut ready = self.ready.lock().unwrap_or_else(|p| p.into_inner());
+        ready.returned += 1;
+        ready.batches.push(batch);
+        // Relaxed: a hint only (see `Pool`); the batch, and the count of returned ones,
+        // are handed over by the mutex.
+        self.nonempty.store(true, Ordering::Relaxed);
     }
 }
 
@@ -207,7 +176,7 @@ impl Recycler {
         }
     }
 
-    /// Move every block whose grace period is over into `blocks`' free lists. Never blocks:
+    /// Give every block whose grace period is over back to `blocks`' slabs. Never blocks:
     /// if a collector is handing a batch in right now, the blocks wait for the next session.
     #[inline]
     pub(crate) fn take(&self, blocks: &mut Blocks) {
@@ -222,7 +191,6 @@ impl Recycler {
     fn take_ready(&self, blocks: &mut Blocks) {
         match self.pool.ready.try_lock() {
             Ok(mut ready) => {
-                ready.blocks = 0;
                 blocks.in_flight = blocks.in_flight.saturating_sub(ready.returned);
                 ready.returned = 0;
                 self.pool.nonempty.store(false, Ordering::Relaxed);
@@ -292,27 +260,29 @@ impl core::fmt::Debug for Recycler {
     }
 }
 
-/// A map's block bookkeeping, carried from one writer session to the next: the free blocks
-/// nodes and entries are allocated from (one free list per layout the map uses: leaf,
-/// internal node, entry), and the retired blocks not yet handed to the collector.
+/// A map's block bookkeeping, carried from one writer session to the next: the slabs its
+/// nodes and entries are allocated from (one per layout the map uses: leaf, internal node,
+/// entry), and the retired blocks not yet handed to the collector.
 ///
 /// Invariants:
-/// - every block in a class's `free` was allocated by the global allocator with the class's
-///   `layout`, and no thread can reach it (it was retired and its grace period is over, or
-///   the session allocated it and unlinked it before publishing); each list holds at most
-///   [`CLASS_CAP`] blocks;
-/// - a class's `low` is at most the length its list has had at any moment since the last
-///   trim (so the list's first `low` blocks have not been taken since);
+/// - every node and entry of the map, published, retired or in flight, is a block of one of
+///   `classes`' slabs, handed out for that class's layout; a block the slab holds free is
+///   reachable by no thread (it was retired and its grace period is over, or the session
+///   allocated it and unlinked it before publishing);
 /// - every block in `limbo` is unreachable from every tree version published from now on
 ///   (a committed session unlinked it), needs no drop glue, and is listed once; readers
-///   pinned before its unlink may still read it, so it is reused or freed only after a
-///   grace period ([`Recycler::commit`], or `Drop`);
+///   pinned before its unlink may still read it, so it is reused only after a grace period
+///   ([`Recycler::commit`]);
+/// - `Blocks` is dropped only when no thread can reach any of its blocks: its map is being
+///   dropped (so no reader borrows it), or it never served a map. Its slabs then free
+///   every chunk, whatever the limbo and the pool still list;
 /// - `taken` and `spare` are empty lists kept for their capacity.
 ///
 /// (`limbo_at_begin`, `in_flight` and `batch` only pace the hand-overs: no safety argument
 /// rests on them, and a wrong count could only make a batch hand over early or late.)
 pub(crate) struct Blocks {
-    classes: [Class; 3],
+    /// Each slab with the layout it serves (as asked for, before the slab pads it).
+    classes: [(Layout, Slab); 3],
     limbo: Vec<Retired>,
     /// `limbo`'s length when the current session began.
     limbo_at_begin: usize,
@@ -326,24 +296,11 @@ pub(crate) struct Blocks {
     sessions: u32,
 }
 
-/// The free blocks of one layout (see [`Blocks`]' invariants).
-struct Class {
-    layout: Layout,
-    /// Taken from the end, so the blocks at the front are the longest unused.
-    free: Vec<NonNull<u8>>,
-    /// The fewest blocks `free` has held since the last trim.
-    low: usize,
-}
-
 impl Blocks {
-    /// Empty free lists for the given layouts.
+    /// Empty slabs for the given layouts (allocates nothing).
     pub(crate) fn new(layouts: [Layout; 3]) -> Self {
         Blocks {
-            classes: layouts.map(|layout| Class {
-                layout,
-                free: Vec::new(),
-                low: 0,
-            }),
+            classes: layouts.map(|layout| (layout, Slab::new(layout))),
             limbo: Vec::new(),
             limbo_at_begin: 0,
             in_flight: 0,
@@ -377,7 +334,8 @@ impl Blocks {
     }
 
     /// Count a writer session; every [`TRIM_PERIOD`] sessions, give back to the allocator
-    /// every free block that none of them took.
+    /// every chunk whose blocks are all free and none was taken from its bitmap since the
+    /// last trim ([`Slab::trim`]).
     #[inline]
     pub(crate) fn begin_session(&mut self) {
         self.limbo_at_begin = self.limbo.len();
@@ -387,16 +345,12 @@ impl Blocks {
         }
     }
 
-    /// Free each list's first `low` blocks (untouched since the last trim); start a period.
+    /// Trim every slab; start a period.
     #[cold]
     fn trim(&mut self) {
         self.sessions = 0;
-        for c in &mut self.classes {
-            for b in c.free.drain(..c.low) {
-                // SAFETY: type invariant: allocated with `c.layout`, unreachable.
-                unsafe { std::alloc::dealloc(b.as_ptr(), c.layout) };
-            }
-            c.low = c.free.len();
+        for (_, slab) in &mut self.classes {
+            slab.trim();
         }
     }
 
@@ -410,81 +364,56 @@ impl Blocks {
         self.limbo.push(r);
     }
 
-    /// A block for `layout`: a recycled one if there is one, else a new allocation.
+    /// The slab serving `layout`. Nodes and entries ask only for the three layouts the map
+    /// was made with, so any other is a bug in this crate.
+    #[inline]
+    fn slab(&mut self, layout: Layout) -> &mut Slab {
+        match self.classes.iter_mut().find(|(l, _)| *l == layout) {
+            Some((_, slab)) => slab,
+            None => panic!("rcu-rangemap bug: no slab for {layout:?}"),
+        }
+    }
+
+    /// A free block for `layout` (one of the map's three), as [`Slab::alloc`] picks it.
     #[inline]
     pub(crate) fn alloc(&mut self, layout: Layout) -> NonNull<u8> {
-        if let Some(c) = self.classes.iter_mut().find(|c| c.layout == layout) {
-            if let Some(b) = c.free.pop() {
-                c.low = c.low.min(c.free.len());
-                // Start taking over the block the next allocation of this layout gets (a
-                // node copy is a burst of stores into a cold block, often one a reader's
-                // cache still holds): one-op sessions at N = 10k, 2M in 0.68–0.78 s against
-                // 0.71–0.78 s with a read prefetch, six alternating runs beside CI; with a
-                // write prefetch, the flat-out W2 writer ÷ SkipMap's went from 0.95 to 1.10
-                // at N = 100k and from 1.18 to 1.39 at 1k (see `sync::prefetch_write`).
-                if let Some(&next) = c.free.last() {
-                    crate::sync::prefetch_write(next.as_ptr(), layout.size());
-                }
-                return b;
-            }
-        }
-        debug_assert!(layout.size() > 0);
-        // SAFETY: `layout` is non-zero-sized (nodes and entries hold a lock or keys).
-        let p = unsafe { std::alloc::alloc(layout) };
-        NonNull::new(p).unwrap_or_else(|| std::alloc::handle_alloc_error(layout))
+        self.slab(layout).alloc()
     }
 
-    /// Keep the block for reuse, or free it if its list is full or its layout is not one
-    /// of ours.
+    /// Give the block back to its slab, for reuse.
     ///
     /// # Safety
-    /// `r`'s block is unreachable by every thread and needs no drop glue.
+    /// `r`'s block is unreachable by every thread and needs no drop glue (and, by
+    /// `Retired::new`'s contract, was handed out by this `Blocks` for its layout).
     pub(crate) unsafe fn put(&mut self, r: Retired) {
-        match self.classes.iter_mut().find(|c| c.layout == r.layout) {
-            Some(c) if c.free.len() < CLASS_CAP => {
-                // SAFETY (invariant): allocated with this layout (`Retired::new`), and
-                // unreachable (caller contract). Never null: it was allocated.
-                c.free.push(unsafe { NonNull::new_unchecked(r.ptr) });
-            }
-            // SAFETY: caller contract.
-            _ => unsafe { r.dealloc() },
+        let packing = self.packing();
+        // SAFETY: caller contract: handed out by this slab, once, and unreachable now.
+        unsafe {
+            self.slab(r.layout)
+                .put(NonNull::new_unchecked(r.ptr), packing)
         }
     }
 
-    /// Free blocks of each class, for tests.
+    /// Whether freed blocks should go where the lowest is handed out first: while the
+    /// batches are slow to come back ([`Blocks::adapt_batch`] grew them), many blocks are
+    /// in flight, the live ones are a minority of those in circulation, and a LIFO reuse
+    /// spreads them thinly (see `slab`). A writer alone, or beside readers that keep their
+    /// CPUs, reuses the warmest block instead, which is cheaper.
+    #[inline]
+    fn packing(&self) -> bool {
+        self.batch > BATCH
+    }
+
+    /// Blocks free in each class's slab, for tests.
     #[cfg(test)]
     fn free_counts(&self) -> [usize; 3] {
-        [0, 1, 2].map(|i| self.classes[i].free.len())
+        [0, 1, 2].map(|i| self.classes[i].1.counts().0)
     }
 }
 
-impl Drop for Blocks {
-    fn drop(&mut self) {
-        if !self.limbo.is_empty() {
-            // Readers pinned before the limbo's blocks were unlinked may still read them
-            // (if this is the map's drop, none is left, but a grace period is cheap here).
-            let batch = Batch(core::mem::take(&mut self.limbo));
-            let free = move || {
-                for r in batch.0 {
-                    // SAFETY: type invariant (unlinked, plain data, listed once), and this
-                    // runs after the grace period below.
-                    unsafe { r.dealloc() };
-                }
-            };
-            // SAFETY: `free` runs only once every thread pinned now has unpinned.
-            unsafe { pin().defer_unchecked(free) };
-        }
-        for c in &mut self.classes {
-            for b in c.free.drain(..) {
-                // SAFETY: type invariant: allocated with `c.layout`, unreachable.
-                unsafe { std::alloc::dealloc(b.as_ptr(), c.layout) };
-            }
-        }
-    }
-}
-
-// SAFETY: the blocks are unused memory (type invariant) that the owner may reuse or free on
-// any thread.
+// SAFETY: the slabs' chunks and the limbo's pointers are memory that only the session
+// holding the map's writers' lock touches (type invariant); the owner may use or free
+// them on any thread.
 unsafe impl Send for Blocks {}
 
 #[cfg(test)]
@@ -499,37 +428,23 @@ mod tests {
         ])
     }
 
-    /// `n` fresh blocks of class 0, through `put`.
-    fn fill(b: &mut Blocks, n: usize) {
-        for r in fresh_batch(b, n).0 {
-            // SAFETY: allocated with its layout just now, reachable by nobody, plain bytes.
-            unsafe { b.put(r) };
-        }
-    }
-
-    /// A batch of `n` fresh blocks of `b`'s class 0.
-    fn fresh_batch(b: &Blocks, n: usize) -> Batch {
-        let layout = b.classes[0].layout;
+    /// A batch of `n` blocks of `b`'s class 0, taken from its slab.
+    fn fresh_batch(b: &mut Blocks, n: usize) -> Batch {
+        let layout = b.classes[0].0;
         Batch(
             (0..n)
                 .map(|_| {
-                    // SAFETY: non-zero-sized layout.
-                    let p = unsafe { std::alloc::alloc(layout) };
-                    assert!(!p.is_null());
-                    // SAFETY: allocated with `layout` just now, reachable by nobody.
-                    unsafe { Retired::new(p, layout) }
+                    let p = b.alloc(layout);
+                    // SAFETY: handed out by `b` for `layout` just now, reachable by nobody.
+                    unsafe { Retired::new(p.as_ptr(), layout) }
                 })
                 .collect(),
         )
     }
 
-    /// One session that takes a block of class 0 and gives it back.
-    fn session_using_one(b: &mut Blocks) {
-        b.begin_session();
-        let layout = b.classes[0].layout;
-        let p = b.alloc(layout);
-        // SAFETY: a free block just taken, used by nobody.
-        unsafe { b.put(Retired::new(p.as_ptr(), layout)) };
+    /// Chunks of class 0 allocated now.
+    fn chunks(b: &Blocks) -> usize {
+        b.classes[0].1.live_chunks()
     }
 
     /// Skip to the session that completes the period, and begin it (it trims). Counting
@@ -540,40 +455,28 @@ mod tests {
     }
 
     #[test]
-    fn trims_free_blocks_that_a_whole_period_left_unused() {
+    fn the_session_that_completes_a_period_trims_the_chunks_it_left_free() {
         let mut b = blocks();
-        fill(&mut b, 100);
-        // The period the blocks arrived in started with an empty list, so none of them
-        // was unused throughout it.
-        end_period(&mut b);
-        assert_eq!(b.free_counts(), [100, 0, 0]);
-        // Each session of this period takes one block, so 99 stay unused throughout.
-        for _ in 0..3 {
-            session_using_one(&mut b);
+        for r in fresh_batch(&mut b, 5).0 {
+            // SAFETY: handed out by `b` just now, reachable by nobody, plain bytes.
+            unsafe { b.put(r) };
         }
+        assert_eq!(b.classes[0].1.counts().1, 0, "a block was not given back");
+        // The period the blocks were taken in keeps their chunk.
         end_period(&mut b);
-        assert_eq!(b.free_counts(), [1, 0, 0]);
-        // A period that takes nothing gives back the last one.
-        end_period(&mut b);
-        assert_eq!(b.free_counts(), [0, 0, 0]);
-    }
-
-    #[test]
-    fn the_session_that_completes_a_period_trims() {
-        let mut b = blocks();
-        fill(&mut b, 5);
-        end_period(&mut b);
+        assert_eq!(chunks(&b), 1);
         b.sessions = TRIM_PERIOD - 2;
         b.begin_session();
-        assert_eq!(b.free_counts(), [5, 0, 0], "trimmed a session early");
+        assert_eq!(chunks(&b), 1, "trimmed a session early");
         b.begin_session();
+        assert_eq!(chunks(&b), 0);
         assert_eq!(b.free_counts(), [0, 0, 0]);
     }
 
     /// A session that retires `n` blocks of class 0 into `b`'s limbo and commits.
     fn session_retiring(r: &Recycler, b: &mut Blocks, n: usize) {
         b.begin_session();
-        let layout = b.classes[0].layout;
+        let layout = b.classes[0].0;
         for _ in 0..n {
             let p = b.alloc(layout);
             // SAFETY: a block just allocated, reachable by nobody, plain bytes.
@@ -648,35 +551,57 @@ mod tests {
     }
 
     #[test]
-    fn a_take_counts_down_the_batches_that_came_back_kept_or_freed() {
+    fn a_take_counts_down_the_batches_that_came_back_and_reuses_their_blocks() {
         let r = Recycler::new();
         let mut b = blocks();
         b.in_flight = 5;
-        r.pool.give_back(fresh_batch(&b, 3));
-        r.pool.give_back(fresh_batch(&b, 4));
-        // A full pool frees the next batch, which has come back all the same.
-        r.pool.ready.lock().unwrap().blocks = POOL_CAP;
-        r.pool.give_back(fresh_batch(&b, 2));
+        for n in [3, 4, 2] {
+            let batch = fresh_batch(&mut b, n);
+            r.pool.give_back(batch);
+        }
+        let free = b.free_counts()[0];
         r.take(&mut b);
         assert_eq!(b.in_flight, 2);
-        assert_eq!(b.free_counts(), [7, 0, 0]);
+        assert_eq!(
+            b.free_counts()[0],
+            free + 9,
+            "the batches' blocks were not reused"
+        );
     }
 
     #[test]
-    fn a_list_drained_within_the_period_is_not_trimmed() {
+    fn blocks_are_reused_lowest_first_only_while_batches_grow() {
         let mut b = blocks();
-        fill(&mut b, 10);
+        let layout = b.classes[0].0;
+        let taken: Vec<_> = (0..8).map(|_| b.alloc(layout)).collect();
+        let give = |b: &mut Blocks, p: NonNull<u8>| {
+            // SAFETY: handed out by `b` above, given back once, used by nobody.
+            unsafe { b.put(Retired::new(p.as_ptr(), layout)) }
+        };
+        // Batches come back promptly: the block given back last is reused first.
+        give(&mut b, taken[2]);
+        give(&mut b, taken[6]);
+        assert_eq!(b.alloc(layout), taken[6]);
+        // Batches are slow (the batch grew): the lowest free block is reused first.
+        b.batch = 2 * BATCH;
+        give(&mut b, taken[6]);
+        assert_eq!(b.alloc(layout), taken[2]);
+        assert_eq!(b.alloc(layout), taken[6]);
+    }
+
+    #[test]
+    fn blocks_of_a_chunk_in_use_within_the_period_are_not_trimmed() {
+        let mut b = blocks();
+        let layout = b.classes[0].0;
         end_period(&mut b);
-        let layout = b.classes[0].layout;
-        // One session of the next period takes all ten (and allocates one more) and gives
-        // them back: every block was used, so the trim keeps them all.
+        // One session of the period takes a block and gives it back.
         b.begin_session();
-        let taken: Vec<_> = (0..11).map(|_| b.alloc(layout)).collect();
-        for p in taken {
-            // SAFETY: free blocks just taken or allocated, used by nobody.
-            unsafe { b.put(Retired::new(p.as_ptr(), layout)) };
-        }
+        let p = b.alloc(layout);
+        // SAFETY: a free block just taken, used by nobody.
+        unsafe { b.put(Retired::new(p.as_ptr(), layout)) };
         end_period(&mut b);
-        assert_eq!(b.free_counts(), [11, 0, 0]);
+        assert_eq!(chunks(&b), 1, "a chunk used this period was trimmed");
+        end_period(&mut b);
+        assert_eq!(chunks(&b), 0);
     }
 }

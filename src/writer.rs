@@ -89,6 +89,11 @@ pub(crate) struct Scratch<K: Key, V> {
 }
 
 impl<K: Key, V> Scratch<K, V> {
+    /// The map's slabs, which every node and entry of it comes from.
+    pub(crate) fn blocks(&mut self) -> &mut Blocks {
+        &mut self.blocks
+    }
+
     /// Nothing kept yet (allocates nothing).
     pub(crate) fn new() -> Self {
         Scratch {
@@ -562,13 +567,13 @@ impl<K: Key, V> Drop for Writer<'_, K, V> {
         for n in retired.drain(..) {
             // SAFETY: a published node this session replaced, so unreachable from the root
             // published in step 1 and every later one, listed once (CowTree invariant);
-            // allocated by `NodeMut` (global allocator, `layout_of`), no drop glue; still
-            // live, so its layout can be read.
+            // a block of the map's slab for its level's layout (`NodeMut`, `layout_of`), no
+            // drop glue; still live, so its layout can be read.
             unsafe { blocks.retire_later(Retired::new(n as *mut u8, NodeMut::layout_of(n))) };
         }
         for e in removed.drain(..) {
             // SAFETY: unlinked in step 1 and drained to DETACHED in step 2, listed once;
-            // allocated with `Entry`'s layout by the global allocator; its value was moved
+            // a block of the map's entry slab (`Entry::alloc`); its value was moved
             // out by the operation that removed it, so only bytes remain.
             unsafe {
                 blocks.retire_later(Retired::new(

@@ -8,18 +8,23 @@ use core::ptr::NonNull;
 
 use super::node::{Node, NodeMut, Summary, B};
 use crate::key::Key;
+use crate::reclaim::Blocks;
 
 /// Build a tree over `items` (sorted by start, disjoint, non-empty ranges), every node born
-/// in session `born`. Returns the root.
-pub(crate) fn build<K: Key, E>(items: &[(K, K, NonNull<E>)], born: u64) -> *mut Node<K, E> {
+/// in session `born`, in blocks from `blocks`. Returns the root.
+pub(crate) fn build<K: Key, E>(
+    items: &[(K, K, NonNull<E>)],
+    born: u64,
+    blocks: &mut Blocks,
+) -> *mut Node<K, E> {
     debug_assert!(items.windows(2).all(|w| w[0].1 <= w[1].0));
     if items.is_empty() {
-        return NodeMut::<K, E>::alloc(born, 0).as_ptr();
+        return NodeMut::<K, E>::alloc_in(blocks, born, 0).as_ptr();
     }
     // Level 0: leaves. Each level is a list of (summary, node).
     let mut level: Vec<(Summary<K>, NodeMut<K, E>)> = chunks(items.len())
         .map(|r| {
-            let leaf = NodeMut::alloc(born, 0);
+            let leaf = NodeMut::alloc_in(blocks, born, 0);
             let run = &items[r];
             for (j, &(lo, hi, e)) in run.iter().enumerate() {
                 let s = Summary {
@@ -38,7 +43,7 @@ pub(crate) fn build<K: Key, E>(items: &[(K, K, NonNull<E>)], born: u64) -> *mut 
         height += 1;
         level = chunks(level.len())
             .map(|r| {
-                let node = NodeMut::alloc(born, height);
+                let node = NodeMut::alloc_in(blocks, born, height);
                 for (j, (s, child)) in level[r.clone()].iter().enumerate() {
                     node.set_slot(j, *s, child.as_ptr() as *mut ());
                 }
@@ -68,7 +73,7 @@ mod tests {
     use super::*;
     use crate::tree::check::check_tree;
     use crate::tree::node::NodeRef;
-    use crate::tree::search::{for_each_node_post, lookup};
+    use crate::tree::search::lookup;
 
     #[test]
     fn built_trees_are_well_formed() {
@@ -78,19 +83,19 @@ mod tests {
             let items: Vec<(u32, u32, NonNull<u8>)> = (0..n as u32)
                 .map(|i| (i * 10, i * 10 + 5, NonNull::dangling()))
                 .collect();
-            let root = build(&items, 0);
+            // Dropped after the tree's last use: it frees every node.
+            let mut blocks = Blocks::new([
+                NodeMut::<u32, u8>::layout(0),
+                NodeMut::<u32, u8>::layout(1),
+                core::alloc::Layout::new::<u8>(),
+            ]);
+            let root = build(&items, 0, &mut blocks);
             // SAFETY: a fresh tree owned by this test.
             let r = unsafe { NodeRef::new(NonNull::new(root).unwrap()) };
             assert_eq!(check_tree(r), n);
             for i in 0..n as u32 {
                 assert_eq!(lookup(r, i * 10 + 4).map(|f| f.lo), Some(i * 10));
                 assert!(lookup(r, i * 10 + 5).is_none());
-            }
-            let mut nodes = Vec::new();
-            for_each_node_post(r, &mut |n| nodes.push(n.as_ptr()));
-            for p in nodes {
-                // SAFETY: each node once; nothing uses the tree after.
-                unsafe { NodeMut::free(p) };
             }
         }
     }

@@ -5,7 +5,7 @@ use core::ptr::NonNull;
 
 use super::cow::CowTree;
 use super::node::{NodeMut, NodeRef, MIN};
-use super::search::{for_each_node_post, lookup};
+use super::search::lookup;
 use crate::key::Key;
 
 /// Assert `node`'s invariants; returns (height, entries, first lo, last hi, max inner gap).
@@ -49,7 +49,8 @@ pub(crate) fn check_tree<K: Key, E>(root: NodeRef<'_, K, E>) -> usize {
     check_node(root, true, root.level())
 }
 
-/// Free lists for the tests' trees: `u16` keys, fake `u64` entries.
+/// Slabs for the tests' trees (`u16` keys, fake `u64` entries); dropping them frees every
+/// node.
 #[cfg(test)]
 fn test_blocks() -> crate::reclaim::Blocks {
     crate::reclaim::Blocks::new([
@@ -73,8 +74,8 @@ fn randomized_edits_keep_invariants() {
     };
     let n_ops = if cfg!(miri) { 300 } else { 20_000 };
     let mut model: BTreeMap<u16, u16> = BTreeMap::new();
-    let mut root = NodeMut::<u16, E>::alloc(0, 0).as_ptr();
     let mut blocks = test_blocks();
+    let mut root = NodeMut::<u16, E>::alloc_in(&mut blocks, 0, 0).as_ptr();
     let mut retired = Vec::new();
     let mut session = 1;
     for op in 0..n_ops {
@@ -138,29 +139,14 @@ fn randomized_edits_keep_invariants() {
     }
     tree.fix_gaps();
     check_tree(tree.root());
-    drop(blocks);
-    // Free everything: the final tree, and the nodes the last session replaced.
-    let mut live = std::collections::HashSet::new();
-    // SAFETY: the final root is live.
-    let r = unsafe { NodeRef::new(NonNull::new(root).unwrap()) };
-    for_each_node_post(r, &mut |n| {
-        live.insert(n.as_ptr() as usize);
-    });
-    for n in live {
-        // SAFETY: each live node once; nothing uses them after.
-        unsafe { NodeMut::free(n as *mut super::node::Node<u16, E>) };
-    }
-    for n in retired {
-        // SAFETY: retired nodes are unreachable from the final tree and listed once.
-        unsafe { NodeMut::free(n) };
-    }
+    // Dropping `blocks` frees every node, live or replaced.
 }
 
 #[test]
 fn reinserting_a_leaf_front_goes_to_the_emptier_side() {
     type E = u64;
-    let mut root = NodeMut::<u16, E>::alloc(0, 0).as_ptr();
     let mut blocks = test_blocks();
+    let mut root = NodeMut::<u16, E>::alloc_in(&mut blocks, 0, 0).as_ptr();
     let mut retired = Vec::new();
     // SAFETY: a fresh tree owned by this test, one session (1) throughout.
     let mut tree = unsafe { CowTree::new(&mut root, 1, &mut retired, &mut blocks) };
@@ -185,12 +171,4 @@ fn reinserting_a_leaf_front_goes_to_the_emptier_side() {
     tree.fix_gaps();
     let r = tree.root();
     assert_eq!(check_tree(r), 17);
-    let mut nodes = Vec::new();
-    for_each_node_post(r, &mut |n| nodes.push(n.as_ptr()));
-    // The live tree, and the first (session 0) leaf that session 1 replaced.
-    for n in nodes.into_iter().chain(retired) {
-        // SAFETY: each node once (the replaced leaf is not in the live tree); nothing uses
-        // them after.
-        unsafe { NodeMut::free(n) };
-    }
 }

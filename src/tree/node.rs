@@ -433,28 +433,10 @@ impl<K: Key, E> NodeMut<K, E> {
         }
     }
 
-    /// A new empty node of `level`, born in session `born` (outside a session: a new map's
-    /// first leaf, a bulk build).
-    pub(crate) fn alloc(born: u64, level: u8) -> Self {
-        let node = Self::empty(born, level);
-        let ptr = if level == 0 {
-            Box::into_raw(Box::new(node))
-        } else {
-            Box::into_raw(Box::new(Internal {
-                node,
-                gap: [K::ZERO; B],
-            })) as *mut Node<K, E>
-        };
-        // SAFETY: `Box::into_raw` never returns null.
-        NodeMut {
-            ptr: unsafe { NonNull::new_unchecked(ptr) },
-        }
-    }
-
     /// A handle to a node already born in the current session.
     ///
     /// # Safety
-    /// `ptr` was allocated by `alloc`/`copy_of` in the active session and is unpublished.
+    /// `ptr` was allocated by `alloc_in`/`copy_of` in the active session and is unpublished.
     pub(crate) unsafe fn from_owned(ptr: *mut Node<K, E>) -> Self {
         NodeMut {
             // SAFETY: caller contract (a live allocation is non-null).
@@ -484,30 +466,15 @@ impl<K: Key, E> NodeMut<K, E> {
         }
     }
 
-    /// Free a node. Children and entries are not touched.
+    /// Put a node's block back in `blocks` for reuse. Children and entries are not touched.
     ///
     /// # Safety
-    /// `ptr` came from [`NodeMut::alloc`] or [`NodeMut::copy_of`], and no reader or handle can
-    /// reach it any more (unpublished, or past its grace period).
-    pub(crate) unsafe fn free(ptr: *mut Node<K, E>) {
-        // SAFETY: caller contract; the level says which type was allocated.
-        unsafe {
-            if (*ptr).level == 0 {
-                drop(Box::from_raw(ptr));
-            } else {
-                drop(Box::from_raw(ptr as *mut Internal<K, E>));
-            }
-        }
-    }
-
-    /// Put an unpublished node's block in `blocks` for reuse. Children and entries are not
-    /// touched.
-    ///
-    /// # Safety
-    /// As for [`free`](Self::free), and the node was never published.
+    /// `ptr` came from [`NodeMut::alloc_in`] or [`NodeMut::copy_of`] with these `blocks`,
+    /// and no reader or handle can reach it any more (never published, or past its grace
+    /// period).
     pub(crate) unsafe fn recycle(ptr: *mut Node<K, E>, blocks: &mut Blocks) {
-        // SAFETY: caller contract: a live node allocated with its level's layout by the
-        // global allocator (`alloc`, `alloc_in` or `copy_of`), plain data, unreachable.
+        // SAFETY: caller contract: a live node in a block `blocks` handed out for its
+        // level's layout, plain data, unreachable.
         unsafe { blocks.put(Retired::new(ptr as *mut u8, Self::layout_of(ptr))) }
     }
 
@@ -641,15 +608,25 @@ impl<K: Key, E> NodeMut<K, E> {
 mod tests {
     use super::*;
 
+    /// Slabs for the tests' nodes (`u64` keys, no entries); dropping them frees the nodes.
+    fn blocks() -> Blocks {
+        Blocks::new([
+            NodeMut::<u64, ()>::layout(0),
+            NodeMut::<u64, ()>::layout(1),
+            core::alloc::Layout::new::<u8>(),
+        ])
+    }
+
     /// The layout the module docs promise for `u64` keys: a descent step reads the header
     /// and all of `lo` from the node's first two cache lines, and a slot's `hi` and `ptr`
     /// from one line.
     #[test]
     fn a_descent_step_reads_three_lines() {
+        let mut blocks = blocks();
         assert_eq!(core::mem::align_of::<Node<u64, ()>>(), 64);
         assert_eq!(core::mem::size_of::<Node<u64, ()>>(), 384);
         assert_eq!(core::mem::size_of::<Internal<u64, ()>>(), 512);
-        let n = NodeMut::<u64, ()>::alloc(0, 0);
+        let n = NodeMut::<u64, ()>::alloc_in(&mut blocks, 0, 0);
         let base = n.as_ptr() as usize;
         // SAFETY: `n` is a live node; only field addresses are taken, nothing is read.
         let (len, lo_end, slots) = unsafe {
@@ -666,18 +643,17 @@ mod tests {
         );
         assert_eq!(slots % 16, 0, "a slot straddles two lines");
         assert_eq!(core::mem::size_of::<Slot<u64>>(), 16);
-        // SAFETY: allocated by `alloc`, never published.
-        unsafe { NodeMut::free(n.as_ptr()) };
     }
 
     /// `summary`'s unrolled maxima against a plain fold, at every length and for both
     /// kinds of node, with the largest gap in each position.
     #[test]
     fn summary_finds_the_largest_gap_at_every_length() {
+        let mut blocks = blocks();
         for level in [0u8, 1] {
             for len in 1..=B {
                 for top in 0..2 * len {
-                    let n = NodeMut::<u64, ()>::alloc(0, level);
+                    let n = NodeMut::<u64, ()>::alloc_in(&mut blocks, 0, level);
                     let mut expect = 0;
                     let mut at = 0u64;
                     for i in 0..len {
@@ -709,8 +685,6 @@ mod tests {
                         (n.as_ref().lo(0), at, expect),
                         "level {level}, len {len}, top {top}"
                     );
-                    // SAFETY: allocated by `alloc`, never published.
-                    unsafe { NodeMut::free(n.as_ptr()) };
                 }
             }
         }
@@ -720,8 +694,9 @@ mod tests {
     /// for probes below, on, between and above the keys, and `K::MAX`.
     #[test]
     fn rank_counts_the_keys_at_or_below() {
+        let mut blocks = blocks();
         for len in 0..=B {
-            let n = NodeMut::<u64, ()>::alloc(0, 0);
+            let n = NodeMut::<u64, ()>::alloc_in(&mut blocks, 0, 0);
             for i in 0..len {
                 let lo = 10 * i as u64 + 10;
                 let s = Summary {
@@ -745,8 +720,6 @@ mod tests {
                 assert!(n.as_ref().padding_is_max());
                 assert_eq!(n.as_ref().rank(u64::MAX), len - 1);
             }
-            // SAFETY: allocated by `alloc`, never published.
-            unsafe { NodeMut::free(n.as_ptr()) };
         }
     }
 }

@@ -202,16 +202,3 @@ pub(crate) fn for_each_overlapping<K: Key, E>(
         }
     }
 }
-
-/// Call `f` on every node of the tree, children before parents (for teardown).
-pub(crate) fn for_each_node_post<K: Key, E>(
-    node: NodeRef<'_, K, E>,
-    f: &mut impl FnMut(NodeRef<'_, K, E>),
-) {
-    if !node.is_leaf() {
-        for i in 0..node.len() {
-            for_each_node_post(node.child(i), f);
-        }
-    }
-    f(node);
-}

@@ -1,0 +1,637 @@
+//! A map's own memory for one block layout: chunks carved into blocks, the lowest free
+//! block handed out first.
+//!
+//! Owns: the chunks a map's nodes or entries of one layout live in, and which of their
+//! blocks are free. Must not: know what a block holds, or be reached by more than one thread
+//! at a time (the writer session that holds the map's writers' lock owns it, through
+//! [`Blocks`](crate::reclaim::Blocks)).
+//!
+//! # Why a slab, and why lowest first
+//!
+//! Copy-on-write puts every changed path in a new block, so the live nodes and entries go
+//! wherever the free blocks are. When readers hold grace periods open (two readers beside a
+//! writer on two cores), many blocks wait out a grace period at any moment, and the live
+//! ones are a minority of the blocks in circulation. Handed out LIFO, as malloc or a free
+//! list does, they spread thinly over all of them: a 100k map churned so had its leaves on
+//! 5,555 pages against 1,799 fresh, and its lookups ran at 0.62 – 0.94 of a fresh map's in
+//! the same process (benches/analysis.md, "The slab again"). Handing out the lowest free
+//! block first makes the live blocks settle into the lowest chunks, and one chunk stream
+//! per layout keeps the small entries off the nodes' pages; neither alone came near.
+//!
+//! The lowest-first bookkeeping costs the writer a lookup and a bitmap update per block,
+//! about 15 – 20% of a single-threaded writer's throughput (W3). So it runs only while the
+//! map is *packing*: while its batches of retired blocks are slow to come back, which is
+//! when blocks spread (`reclaim::Blocks::packing`). Otherwise a freed block goes on a
+//! LIFO *hot* stack and is handed out again first, as warm as it gets.
+//!
+//! # Layout of a chunk
+//!
+//! A chunk is one allocation of `Slab::chunk` bytes (64 KiB unless a block needs more),
+//! aligned to its size, so a block's chunk is its address rounded down; blocks lie at `0`,
+//! `size`, `2 * size`, … Block `k` of chunk `c` has the number `c << shift | k`, and one bit
+//! per number says whether it is free, with two levels of summary bits above (a bit per
+//! word below that has one set). So the lowest free block is three `trailing_zeros` away.
+//! A put finds its chunk's index in a small hash table keyed by the chunk's address and
+//! sets a bit or three. Neither reads or writes the block itself.
+
+use core::alloc::Layout;
+use core::ptr::NonNull;
+
+/// Bytes of a chunk, unless a block needs more (then the next power of two that holds four).
+const CHUNK: usize = 1 << 16;
+/// Most blocks the hot stack holds; beyond it they go into the bitmap, where a trim can
+/// find the chunks they free (a shrinking map's memory is not held on the stack).
+const HOT_CAP: usize = 1 << 15;
+
+/// One chunk's bookkeeping.
+struct Chunk {
+    /// The allocation, or `None` once the chunk went back to the allocator.
+    base: Option<NonNull<u8>>,
+    /// Whether a block was taken from the chunk's bitmap since the last trim.
+    taken: bool,
+}
+
+/// Bit `i % 64` of word `i / 64`.
+#[inline]
+fn bit(i: usize) -> (usize, u64) {
+    (i / 64, 1 << (i % 64))
+}
+
+/// The blocks of one layout that a map's nodes or entries are allocated from.
+///
+/// Invariants (every `unsafe` in this module rests on them):
+/// - each `chunks[c].base` that is `Some` is an allocation of `chunk` bytes aligned to
+///   `chunk`, by the global allocator, owned by the slab, and `table` holds `(base, c)`
+///   (see [`Slab::find`]);
+/// - block `k < per_chunk` of chunk `c` lies at offset `k * size`, and is free
+///   exactly when bit `c << shift | k` of `free` is set; otherwise it is handed out and the
+///   slab does not touch it, or it is on `hot` (free, its bit clear), once. No other bit of
+///   `free` is set, and none at all for a chunk whose `base` is `None` (its index is then
+///   in `vacant`), which has no block on `hot` either;
+/// - bit `j` of `words` is set exactly when word `j` of `free` is non-zero, and bit `m` of
+///   `groups` exactly when word `m` of `words` is; no word of `groups` below `hint` is
+///   non-zero.
+pub(crate) struct Slab {
+    /// The block layout: its size is a multiple of its alignment.
+    layout: Layout,
+    /// Bytes per chunk (a power of two, and the chunks' alignment).
+    chunk: usize,
+    /// Blocks per chunk.
+    per_chunk: u32,
+    /// Block numbers per chunk are `1 << shift` (at least 64, so a word of `free` never
+    /// spans two chunks).
+    shift: u32,
+    /// `ceil(2^32 / size)`: `offset * recip >> 32` is `offset / size` for the offsets of
+    /// blocks (multiples of `size` below 2^32), without a division.
+    recip: u64,
+    chunks: Vec<Chunk>,
+    /// Open addressing by chunk address (`base / chunk`, modulo the length, a power of two
+    /// at least twice the chunks), linear probing: each live chunk's base and index, one
+    /// load per put; `(0, _)` is an empty slot.
+    table: Vec<(usize, u32)>,
+    /// Free blocks kept out of the bitmap, most recently put last, handed out before any
+    /// other (see [`Slab::put`]); at most [`HOT_CAP`].
+    hot: Vec<NonNull<u8>>,
+    /// Indexes of chunks that went back to the allocator, for reuse.
+    vacant: Vec<u32>,
+    free: Vec<u64>,
+    words: Vec<u64>,
+    groups: Vec<u64>,
+    hint: usize,
+}
+
+impl Slab {
+    /// An empty slab for blocks of `layout` (allocates nothing).
+    pub(crate) fn new(layout: Layout) -> Self {
+        let layout = layout.pad_to_align();
+        let size = layout.size().max(1);
+        let mut chunk = CHUNK.max(layout.align());
+        while 4 * size > chunk {
+            chunk *= 2;
+        }
+        // Offsets must fit the reciprocal's 32 bits: a chunk past 4 GiB would need a block
+        // of 1 GiB.
+        assert!(
+            chunk <= u32::MAX as usize,
+            "block layout too large for a slab"
+        );
+        let per_chunk = chunk / size;
+        Slab {
+            layout: Layout::from_size_align(size, layout.align()).expect("padded layout"),
+            chunk,
+            per_chunk: per_chunk as u32,
+            shift: per_chunk.next_power_of_two().max(64).trailing_zeros(),
+            recip: (1u64 << 32).div_ceil(size as u64),
+            chunks: Vec::new(),
+            table: Vec::new(),
+            hot: Vec::new(),
+            vacant: Vec::new(),
+            free: Vec::new(),
+            words: Vec::new(),
+            groups: Vec::new(),
+            hint: 0,
+        }
+    }
+
+    /// The layout of the blocks this slab hands out (`Slab::new`'s, padded).
+    #[cfg(test)]
+    pub(crate) fn layout(&self) -> Layout {
+        self.layout
+    }
+
+    /// The block put last while not packing, else the lowest free block, else one in a new
+    /// chunk.
+    #[inline]
+    pub(crate) fn alloc(&mut self) -> NonNull<u8> {
+        if let Some(b) = self.hot.pop() {
+            // Start taking over the block the next allocation gets (a node copy is a burst
+            // of stores into a cold block, often one a reader's cache still holds). Measured
+            // on the free lists this stack replaces: one-op sessions at N = 10k, 2M in
+            // 0.68–0.78 s against 0.71–0.78 s with a read prefetch, six alternating runs
+            // beside CI; with a write prefetch, the flat-out W2 writer ÷ SkipMap's went
+            // from 0.95 to 1.10 at N = 100k and from 1.18 to 1.39 at 1k (see
+            // `sync::prefetch_write`).
+            if let Some(next) = self.hot.last() {
+                crate::sync::prefetch_write(next.as_ptr(), self.layout.size());
+            }
+            return b;
+        }
+        let i = match self.lowest() {
+            Some(i) => i,
+            None => self.grow(),
+        };
+        let mask = (1usize << self.shift) - 1;
+        let (c, k) = (i >> self.shift, i & mask);
+        let size = self.layout.size();
+        let (free, words, groups) = (
+            &mut self.free[..],
+            &mut self.words[..],
+            &mut self.groups[..],
+        );
+        let (j, b) = bit(i);
+        let rest = free[j] & !b;
+        free[j] = rest;
+        if rest == 0 {
+            let (m, b) = bit(j);
+            words[m] &= !b;
+            if words[m] == 0 {
+                let (g, b) = bit(m);
+                groups[g] &= !b;
+            }
+        }
+        let chunk = &mut self.chunks[c];
+        chunk.taken = true;
+        let base = chunk
+            .base
+            .expect("a free block lies in a live chunk")
+            .as_ptr();
+        // Start taking over the block the next allocation gets if it is in the same word (a
+        // node copy is a burst of stores into a cold block): see `sync::prefetch_write`.
+        if rest != 0 {
+            let next = (j * 64 + rest.trailing_zeros() as usize) & mask;
+            // Only the address is formed, for a prefetch (which never faults).
+            crate::sync::prefetch_write(base.wrapping_add(next * size), size);
+        }
+        // SAFETY: block `k` of a live chunk lies inside it (invariant), so the offset is in
+        // bounds and the result is not null.
+        unsafe { NonNull::new_unchecked(base.add(k * size)) }
+    }
+
+    /// Give a block back: it is free again. While `packing`, it goes into the bitmap (after
+    /// the hot stack's), so that the lowest free block is handed out first; otherwise on
+    /// the hot stack, to be handed out again first.
+    ///
+    /// # Safety
+    /// `block` was handed out by this slab's [`alloc`](Self::alloc), has not been put back
+    /// since, and nobody will read or write it again (it may be handed out anew).
+    #[inline]
+    pub(crate) unsafe fn put(&mut self, block: NonNull<u8>, packing: bool) {
+        if packing || self.hot.len() >= HOT_CAP {
+            self.cool();
+            // SAFETY: caller contract.
+            unsafe { self.put_lowest(block) };
+        } else {
+            self.hot.push(block);
+        }
+    }
+
+    /// Move the hot stack's blocks into the bitmap.
+    fn cool(&mut self) {
+        let mut hot = core::mem::take(&mut self.hot);
+        for b in hot.drain(..) {
+            // SAFETY: invariant: a block on `hot` is free and its bit is clear, as for a
+            // block handed out; moving it from `hot` to the bitmap keeps it listed once.
+            unsafe { self.put_lowest(b) };
+        }
+        self.hot = hot;
+    }
+
+    /// Set a block's bit.
+    ///
+    /// # Safety
+    /// As for [`put`](Self::put) (or the block is on `hot`, and was just taken off it).
+    #[inline]
+    unsafe fn put_lowest(&mut self, block: NonNull<u8>) {
+        let addr = block.as_ptr() as usize;
+        let offset = addr & (self.chunk - 1);
+        // The block lies in a live chunk of ours (caller contract), aligned to `chunk`.
+        let c = self.find(addr - offset);
+        debug_assert_eq!(offset % self.layout.size(), 0);
+        let k = ((offset as u64 * self.recip) >> 32) as usize;
+        self.set_free((c << self.shift) | k);
+    }
+
+    /// The index of the live chunk at `base`. Panics if there is none (a block not of
+    /// this slab: a bug in this crate).
+    #[inline]
+    fn find(&self, base: usize) -> usize {
+        let mask = self.table.len() - 1;
+        let mut h = (base >> self.chunk.trailing_zeros()) & mask;
+        loop {
+            match self.table[h] {
+                (b, c) if b == base => return c as usize,
+                (0, _) => panic!("rcu-rangemap bug: a block not of this slab"),
+                _ => h = (h + 1) & mask,
+            }
+        }
+    }
+
+    /// Rebuild `table` for the live chunks, at least twice as long as there are chunks.
+    fn rehash(&mut self) {
+        let len = (2 * self.chunks.len()).next_power_of_two().max(8);
+        self.table.clear();
+        self.table.resize(len, (0, 0));
+        for c in 0..self.chunks.len() {
+            if let Some(base) = self.chunks[c].base {
+                self.enter(base.as_ptr() as usize, c);
+            }
+        }
+    }
+
+    /// Add chunk `c` at `base` to `table` (which has room).
+    fn enter(&mut self, base: usize, c: usize) {
+        let mask = self.table.len() - 1;
+        let mut h = (base >> self.chunk.trailing_zeros()) & mask;
+        while self.table[h].0 != 0 {
+            h = (h + 1) & mask;
+        }
+        self.table[h] = (base, c as u32);
+    }
+
+    /// Mark block number `i` free, with its summary bits.
+    #[inline]
+    fn set_free(&mut self, i: usize) {
+        let (free, words, groups) = (
+            &mut self.free[..],
+            &mut self.words[..],
+            &mut self.groups[..],
+        );
+        let (j, b) = bit(i);
+        debug_assert_eq!(free[j] & b, 0, "block {i} freed twice");
+        let was = free[j];
+        free[j] = was | b;
+        if was == 0 {
+            let (m, b) = bit(j);
+            let was = words[m];
+            words[m] = was | b;
+            if was == 0 {
+                let (g, b) = bit(m);
+                groups[g] |= b;
+                self.hint = self.hint.min(g);
+            }
+        }
+    }
+
+    /// The number of the lowest free block, moving the hint up past empty groups.
+    #[inline]
+    fn lowest(&mut self) -> Option<usize> {
+        let (free, words, groups) = (&self.free[..], &self.words[..], &self.groups[..]);
+        while let Some(&g) = groups.get(self.hint) {
+            if g != 0 {
+                let m = self.hint * 64 + g.trailing_zeros() as usize;
+                let j = m * 64 + words[m].trailing_zeros() as usize;
+                return Some(j * 64 + free[j].trailing_zeros() as usize);
+            }
+            self.hint += 1;
+        }
+        None
+    }
+
+    /// A new chunk, at the lowest vacant index or the end, with all its blocks free;
+    /// returns the number of its first block.
+    #[cold]
+    fn grow(&mut self) -> usize {
+        let layout = Layout::from_size_align(self.chunk, self.chunk).expect("power of two");
+        // SAFETY: `chunk` is non-zero.
+        let base = unsafe { std::alloc::alloc(layout) };
+        let Some(base) = NonNull::new(base) else {
+            std::alloc::handle_alloc_error(layout)
+        };
+        let c = match self.vacant.iter().enumerate().min_by_key(|&(_, &i)| i) {
+            Some((at, _)) => self.vacant.swap_remove(at) as usize,
+            None => {
+                self.chunks.push(Chunk {
+                    base: None,
+                    taken: false,
+                });
+                let numbers = self.chunks.len() << self.shift;
+                self.free.resize(numbers / 64, 0);
+                self.words.resize(self.free.len().div_ceil(64), 0);
+                self.groups.resize(self.words.len().div_ceil(64), 0);
+                self.chunks.len() - 1
+            }
+        };
+        self.chunks[c].base = Some(base);
+        if 2 * self.chunks.len() > self.table.len() {
+            self.rehash();
+        } else {
+            self.enter(base.as_ptr() as usize, c);
+        }
+        for k in 0..self.per_chunk as usize {
+            self.set_free((c << self.shift) | k);
+        }
+        c << self.shift
+    }
+
+    /// Give back to the allocator every chunk whose blocks are all free (the hot stack's
+    /// included) and from whose bitmap no block was taken since the last trim; start a new
+    /// period.
+    pub(crate) fn trim(&mut self) {
+        self.cool();
+        let layout = Layout::from_size_align(self.chunk, self.chunk).expect("power of two");
+        let words_per_chunk = (1 << self.shift) / 64;
+        for c in 0..self.chunks.len() {
+            let words = c * words_per_chunk..(c + 1) * words_per_chunk;
+            let free: u32 = self.free[words.clone()]
+                .iter()
+                .map(|w| w.count_ones())
+                .sum();
+            let chunk = &mut self.chunks[c];
+            let taken = core::mem::replace(&mut chunk.taken, false);
+            let Some(base) = chunk.base else { continue };
+            if free != self.per_chunk || taken {
+                continue;
+            }
+            chunk.base = None;
+            self.vacant.push(c as u32);
+            for j in words {
+                self.free[j] = 0;
+                let (m, b) = bit(j);
+                self.words[m] &= !b;
+                if self.words[m] == 0 {
+                    let (g, b) = bit(m);
+                    self.groups[g] &= !b;
+                }
+            }
+            // SAFETY: invariant: our allocation with `layout`; no block of it is handed out
+            // (all its bits were set) and its bits were just cleared, so nothing refers to it.
+            unsafe { std::alloc::dealloc(base.as_ptr(), layout) };
+        }
+        self.rehash();
+    }
+
+    /// Blocks free and handed out, for tests.
+    #[cfg(test)]
+    pub(crate) fn counts(&self) -> (usize, usize) {
+        let free = self
+            .free
+            .iter()
+            .map(|w| w.count_ones() as usize)
+            .sum::<usize>()
+            + self.hot.len();
+        (free, self.live_chunks() * self.per_chunk as usize - free)
+    }
+
+    /// Chunks allocated now.
+    #[cfg(test)]
+    pub(crate) fn live_chunks(&self) -> usize {
+        self.chunks.iter().filter(|c| c.base.is_some()).count()
+    }
+}
+
+impl Drop for Slab {
+    fn drop(&mut self) {
+        let layout = Layout::from_size_align(self.chunk, self.chunk).expect("power of two");
+        for base in self.chunks.iter().filter_map(|c| c.base) {
+            // SAFETY: invariant: our allocation with `layout`. Whoever owns the slab
+            // guarantees that nothing uses its blocks any more (see `Blocks`).
+            unsafe { std::alloc::dealloc(base.as_ptr(), layout) };
+        }
+    }
+}
+
+impl core::fmt::Debug for Slab {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Slab")
+            .field("layout", &self.layout)
+            .field("chunks", &self.chunks.len())
+            .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn take(s: &mut Slab, n: usize) -> Vec<NonNull<u8>> {
+        (0..n).map(|_| s.alloc()).collect()
+    }
+
+    fn give(s: &mut Slab, blocks: impl IntoIterator<Item = NonNull<u8>>) {
+        for b in blocks {
+            // SAFETY: handed out by `s`, given back once, unused after.
+            unsafe { s.put(b, true) };
+        }
+    }
+
+    #[test]
+    fn hands_out_distinct_aligned_blocks_in_address_order() {
+        let mut s = Slab::new(Layout::from_size_align(384, 64).unwrap());
+        let n = 2 * s.per_chunk as usize + 3;
+        let blocks = take(&mut s, n);
+        for w in blocks.windows(2) {
+            if w[0].as_ptr() as usize / s.chunk == w[1].as_ptr() as usize / s.chunk {
+                assert_eq!(w[1].as_ptr() as usize - w[0].as_ptr() as usize, 384);
+            }
+        }
+        assert!(blocks.iter().all(|b| b.as_ptr() as usize % 64 == 0));
+        let mut sorted: Vec<_> = blocks.iter().map(|b| b.as_ptr() as usize).collect();
+        sorted.sort_unstable();
+        sorted.dedup();
+        assert_eq!(sorted.len(), n, "a block was handed out twice");
+        assert_eq!(s.counts().1, n);
+        give(&mut s, blocks);
+        assert_eq!(s.counts().1, 0);
+    }
+
+    #[test]
+    fn takes_the_lowest_free_block_first() {
+        let mut s = Slab::new(Layout::new::<[u64; 3]>());
+        let n = 3 * s.per_chunk as usize;
+        let blocks = take(&mut s, n);
+        // Free one block high up, then one low down: the low one comes back first.
+        let (high, low) = (blocks[blocks.len() - 5], blocks[7]);
+        give(&mut s, [high, low]);
+        assert_eq!(s.alloc(), low);
+        assert_eq!(s.alloc(), high);
+        // A fresh chunk is used only once every block below is taken.
+        let next = s.alloc();
+        assert!(blocks
+            .iter()
+            .all(|b| (b.as_ptr() as usize / s.chunk) != (next.as_ptr() as usize / s.chunk)));
+        give(&mut s, blocks);
+        give(&mut s, [next]);
+    }
+
+    #[test]
+    fn trims_chunks_left_empty_and_untouched_for_a_period() {
+        let mut s = Slab::new(Layout::new::<[u64; 64]>());
+        let per = s.per_chunk as usize;
+        let blocks = take(&mut s, 3 * per);
+        assert_eq!(s.live_chunks(), 3);
+        // The third chunk empties; the first two keep a block each.
+        let (keep, rest): (Vec<_>, Vec<_>) = blocks
+            .into_iter()
+            .enumerate()
+            .partition(|&(i, _)| i % per == 0 && i < 2 * per);
+        give(&mut s, rest.into_iter().map(|(_, b)| b));
+        // Blocks were taken from all three in this period: nothing goes yet.
+        s.trim();
+        assert_eq!(s.live_chunks(), 3);
+        s.trim();
+        assert_eq!(s.live_chunks(), 2);
+        assert_eq!(s.counts(), (2 * per - 2, 2));
+        // The vacant index is reused, and the trimmed chunk's blocks are gone from the lists.
+        let again = take(&mut s, 2 * per - 2 + 1);
+        assert_eq!(s.live_chunks(), 3);
+        give(&mut s, again);
+        give(&mut s, keep.into_iter().map(|(_, b)| b));
+        s.trim();
+        s.trim();
+        assert_eq!(s.live_chunks(), 0);
+        assert_eq!(s.counts(), (0, 0));
+    }
+
+    /// The number the slab gives `block` (its chunk's index, then its place).
+    fn number(s: &Slab, block: NonNull<u8>) -> usize {
+        let offset = block.as_ptr() as usize & (s.chunk - 1);
+        let c = s
+            .chunks
+            .iter()
+            .position(|c| {
+                c.base.map(|b| b.as_ptr() as usize) == Some(block.as_ptr() as usize - offset)
+            })
+            .expect("a block of a live chunk");
+        (c << s.shift) | (offset / s.layout.size())
+    }
+
+    /// Random takes and puts against a model: every take is the lowest block not handed
+    /// out, in the chunks so far, or the first of a new chunk.
+    #[test]
+    fn random_takes_and_puts_always_get_the_lowest_free_block() {
+        let mut s = Slab::new(Layout::from_size_align(8192, 8).unwrap());
+        assert_eq!((s.per_chunk, s.shift), (8, 6));
+        let mut rng = 0x9E37_79B9_7F4A_7C15u64;
+        let mut next = move || {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            rng
+        };
+        let mut out: Vec<NonNull<u8>> = Vec::new();
+        let mut handed = std::collections::BTreeSet::new();
+        for _ in 0..if cfg!(miri) { 300 } else { 5_000 } {
+            if out.is_empty() || next() % 5 < 3 {
+                let want = (0..)
+                    .map(|c| c << s.shift)
+                    .flat_map(|c0| c0..c0 + s.per_chunk as usize)
+                    .find(|i| !handed.contains(i))
+                    .unwrap();
+                let b = s.alloc();
+                assert_eq!(number(&s, b), want);
+                handed.insert(want);
+                out.push(b);
+            } else {
+                let b = out.swap_remove(next() as usize % out.len());
+                handed.remove(&number(&s, b));
+                give(&mut s, [b]);
+            }
+            assert_eq!(s.counts().1, handed.len());
+        }
+        give(&mut s, out);
+    }
+
+    #[test]
+    fn while_not_packing_the_block_put_last_comes_back_first() {
+        let mut s = Slab::new(Layout::new::<[u64; 8]>());
+        let blocks = take(&mut s, 10);
+        let (low, high) = (blocks[1], blocks[8]);
+        // SAFETY (both): handed out by `s`, given back once, unused after.
+        unsafe { s.put(low, false) };
+        unsafe { s.put(high, false) };
+        assert_eq!(s.alloc(), high);
+        assert_eq!(s.alloc(), low);
+        // The bitmap's lowest comes next: the first block never handed out.
+        let next = s.alloc();
+        assert_eq!(next.as_ptr() as usize, blocks[9].as_ptr() as usize + 64);
+        give(&mut s, blocks.into_iter().chain([next]));
+    }
+
+    #[test]
+    fn a_packing_put_moves_the_hot_blocks_into_the_bitmap_first() {
+        let mut s = Slab::new(Layout::new::<[u64; 8]>());
+        let blocks = take(&mut s, 10);
+        // SAFETY (all three): handed out by `s`, given back once, unused after.
+        unsafe { s.put(blocks[5], false) };
+        unsafe { s.put(blocks[2], false) };
+        unsafe { s.put(blocks[7], true) };
+        // Lowest first now, the hot ones included.
+        assert_eq!(s.alloc(), blocks[2]);
+        assert_eq!(s.alloc(), blocks[5]);
+        assert_eq!(s.alloc(), blocks[7]);
+        give(&mut s, blocks);
+    }
+
+    #[test]
+    fn a_trim_counts_the_hot_blocks_as_free() {
+        let mut s = Slab::new(Layout::new::<[u64; 8]>());
+        let blocks = take(&mut s, 10);
+        for b in blocks {
+            // SAFETY: handed out by `s`, given back once, unused after.
+            unsafe { s.put(b, false) };
+        }
+        assert_eq!(s.counts().1, 0);
+        s.trim();
+        s.trim();
+        assert_eq!(
+            s.live_chunks(),
+            0,
+            "a chunk whose blocks were all hot was kept"
+        );
+    }
+
+    #[test]
+    #[cfg_attr(miri, ignore)] // 32,768 puts: minutes under Miri
+    fn the_hot_stack_is_capped() {
+        let mut s = Slab::new(Layout::new::<u64>());
+        let blocks = take(&mut s, HOT_CAP + 1);
+        for (n, b) in blocks.into_iter().enumerate() {
+            assert_eq!(s.hot.len(), n);
+            // SAFETY: handed out by `s`, given back once, unused after.
+            unsafe { s.put(b, false) };
+        }
+        // The put past the cap moved the stack into the bitmap, and itself.
+        assert!(s.hot.is_empty());
+        assert_eq!(s.counts().1, 0);
+    }
+
+    #[test]
+    fn blocks_larger_than_a_chunk_get_larger_chunks() {
+        let mut s = Slab::new(Layout::from_size_align(40_000, 8).unwrap());
+        assert!(s.per_chunk >= 4);
+        let blocks = take(&mut s, 9);
+        give(&mut s, blocks);
+        let tiny = Slab::new(Layout::new::<u8>());
+        assert_eq!(tiny.layout().size(), 1);
+    }
+}
