@@ -53,8 +53,8 @@ pub enum Fit {
 /// stream per block size, and never frees a block on its own: a block a session replaces
 /// is reused, once no reader can reach it, by later sessions. Retired blocks wait to be
 /// handed to the epoch collector together: 64, or up to 1,024 (plus one session's) while
-/// earlier batches are slow to come back, and while they are, the map reuses the lowest
-/// free block first, so its live blocks stay packed on few pages. Chunks go back to the
+/// earlier batches are slow to come back; from then on, for 65,536 sessions, the map
+/// reuses the lowest free block first, so its live blocks stay packed on few pages. Chunks go back to the
 /// allocator when all their blocks are free: every 65,536 sessions, those from which no
 /// block was taken in lowest-first order since the last check. So a map whose writer ran
 /// flat out beside readers that lost the CPU while pinned (which holds back every block

@@ -88,6 +88,11 @@ const MAX_BATCH: usize = 1024;
 const SLOW_GRACE: usize = 8;
 /// Batches in flight at or below which a hand-over halves the batch.
 const PROMPT_GRACE: usize = 3;
+/// Sessions a map keeps packing ([`Blocks::packing`]) after a hand-over found the batches
+/// slow to come back. In W2 the two readers and the writer take turns on two cores, so the
+/// batches come back slowly and promptly by turns; packing only in the slow turns left the
+/// map spread. The writer alone never starts it.
+const PACK_HOLD: u32 = 1 << 16;
 /// Sessions between two trims of the slabs ([`Blocks::begin_session`]): long enough to
 /// span many floods of returning blocks at full session rate (about 0.1 s at 600,000
 /// sessions a second), so a chunk that each flood fills is never trimmed.
@@ -278,8 +283,9 @@ impl core::fmt::Debug for Recycler {
 ///   every chunk, whatever the limbo and the pool still list;
 /// - `taken` and `spare` are empty lists kept for their capacity.
 ///
-/// (`limbo_at_begin`, `in_flight` and `batch` only pace the hand-overs: no safety argument
-/// rests on them, and a wrong count could only make a batch hand over early or late.)
+/// (`limbo_at_begin`, `in_flight`, `batch` and `packing_left` only pace the hand-overs and
+/// choose the reuse order: no safety argument rests on them, and a wrong count could only
+/// make a batch hand over early or late, or a block be reused in another order.)
 pub(crate) struct Blocks {
     /// Each slab with the layout it serves (as asked for, before the slab pads it).
     classes: [(Layout, Slab); 3],
@@ -290,6 +296,8 @@ pub(crate) struct Blocks {
     in_flight: usize,
     /// Blocks the limbo collects before a hand-over ([`Blocks::adapt_batch`]).
     batch: usize,
+    /// Sessions left to pack ([`Blocks::packing`]).
+    packing_left: u32,
     spare: Vec<Vec<Retired>>,
     taken: Vec<Batch>,
     /// Sessions begun since the last trim.
@@ -305,6 +313,7 @@ impl Blocks {
             limbo_at_begin: 0,
             in_flight: 0,
             batch: BATCH,
+            packing_left: 0,
             spare: Vec::new(),
             taken: Vec::new(),
             sessions: 0,
@@ -319,6 +328,7 @@ impl Blocks {
     fn adapt_batch(&mut self) {
         if self.in_flight >= SLOW_GRACE {
             self.batch = (self.batch * 2).min(MAX_BATCH);
+            self.packing_left = PACK_HOLD;
         } else if self.in_flight <= PROMPT_GRACE {
             self.batch = (self.batch / 2).max(BATCH);
         }
@@ -339,6 +349,7 @@ impl Blocks {
     #[inline]
     pub(crate) fn begin_session(&mut self) {
         self.limbo_at_begin = self.limbo.len();
+        self.packing_left = self.packing_left.saturating_sub(1);
         self.sessions += 1;
         if self.sessions >= TRIM_PERIOD {
             self.trim();
@@ -394,14 +405,15 @@ impl Blocks {
         }
     }
 
-    /// Whether freed blocks should go where the lowest is handed out first: while the
-    /// batches are slow to come back ([`Blocks::adapt_batch`] grew them), many blocks are
-    /// in flight, the live ones are a minority of those in circulation, and a LIFO reuse
-    /// spreads them thinly (see `slab`). A writer alone, or beside readers that keep their
-    /// CPUs, reuses the warmest block instead, which is cheaper.
+    /// Whether freed blocks should go where the lowest is handed out first: for
+    /// [`PACK_HOLD`] sessions after a hand-over found the batches slow to come back
+    /// ([`Blocks::adapt_batch`]). Then many blocks are in flight, the live ones are a
+    /// minority of those in circulation, and a LIFO reuse spreads them thinly (see `slab`).
+    /// A writer alone, or beside readers that keep their CPUs, reuses the warmest block
+    /// instead, which is cheaper.
     #[inline]
     fn packing(&self) -> bool {
-        self.batch > BATCH
+        self.packing_left > 0
     }
 
     /// Blocks free in each class's slab, for tests.
@@ -570,23 +582,41 @@ mod tests {
     }
 
     #[test]
-    fn blocks_are_reused_lowest_first_only_while_batches_grow() {
+    fn blocks_are_reused_lowest_first_for_a_while_after_batches_were_slow() {
         let mut b = blocks();
         let layout = b.classes[0].0;
         let taken: Vec<_> = (0..8).map(|_| b.alloc(layout)).collect();
+        let (low, high) = (taken[2], taken[6]);
         let give = |b: &mut Blocks, p: NonNull<u8>| {
             // SAFETY: handed out by `b` above, given back once, used by nobody.
             unsafe { b.put(Retired::new(p.as_ptr(), layout)) }
         };
         // Batches come back promptly: the block given back last is reused first.
-        give(&mut b, taken[2]);
-        give(&mut b, taken[6]);
-        assert_eq!(b.alloc(layout), taken[6]);
-        // Batches are slow (the batch grew): the lowest free block is reused first.
-        b.batch = 2 * BATCH;
-        give(&mut b, taken[6]);
-        assert_eq!(b.alloc(layout), taken[2]);
-        assert_eq!(b.alloc(layout), taken[6]);
+        give(&mut b, low);
+        give(&mut b, high);
+        assert_eq!(b.alloc(layout), high);
+        assert_eq!(b.alloc(layout), low);
+        // A hand-over finds them slow: the lowest free block is reused first.
+        b.in_flight = SLOW_GRACE;
+        b.adapt_batch();
+        give(&mut b, low);
+        give(&mut b, high);
+        assert_eq!(b.alloc(layout), low);
+        assert_eq!(b.alloc(layout), high);
+        // So it stays after they come back promptly again, until the hold runs out.
+        b.in_flight = 0;
+        b.adapt_batch();
+        b.begin_session();
+        give(&mut b, low);
+        give(&mut b, high);
+        assert_eq!(b.alloc(layout), low);
+        assert_eq!(b.alloc(layout), high);
+        b.packing_left = 1;
+        b.begin_session();
+        give(&mut b, low);
+        give(&mut b, high);
+        assert_eq!(b.alloc(layout), high, "still lowest first after the hold");
+        assert_eq!(b.alloc(layout), low);
     }
 
     #[test]

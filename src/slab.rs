@@ -20,9 +20,10 @@
 //!
 //! The lowest-first bookkeeping costs the writer a lookup and a bitmap update per block,
 //! about 15 – 20% of a single-threaded writer's throughput (W3). So it runs only while the
-//! map is *packing*: while its batches of retired blocks are slow to come back, which is
-//! when blocks spread (`reclaim::Blocks::packing`). Otherwise a freed block goes on a
-//! LIFO *hot* stack and is handed out again first, as warm as it gets.
+//! map is *packing*: once its batches of retired blocks were slow to come back, which is
+//! when blocks spread, and for a while after (`reclaim::Blocks::packing`). Otherwise a
+//! freed block goes on a LIFO *hot* stack and is handed out again first, as warm as it
+//! gets.
 //!
 //! # Layout of a chunk
 //!
