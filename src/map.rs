@@ -49,16 +49,16 @@ pub enum Fit {
 /// the O(log n) nodes on each changed path once per session.
 ///
 /// Memory: a `u64`-valued map takes about 61 bytes per range (a 24-byte entry and its share
-/// of 384-byte leaves). A map allocates its nodes and entries from its own 64-KiB chunks, one
-/// stream per block size, and never frees a block on its own: a block a session replaces
-/// is reused, once no reader can reach it, by later sessions. Retired blocks wait to be
-/// handed to the epoch collector together: 64, or up to 1,024 (plus one session's) while
-/// earlier batches are slow to come back; from then on, for 65,536 sessions, the map
-/// reuses the lowest free block first, so its live blocks stay packed on few pages. Chunks go back to the
-/// allocator when all their blocks are free: every 65,536 sessions, those from which no
-/// block was taken in lowest-first order since the last check. So a map whose writer ran
-/// flat out beside readers that lost the CPU while pinned (which holds back every block
-/// retired meanwhile), or a map that shrank, keeps its free chunks until 65,536 more
+/// of 384-byte leaves). A map allocates its nodes and entries from its own 64-KiB chunks,
+/// one stream per block size, and never frees a block on its own: a block a session
+/// replaces is reused, once no reader can reach it, by later sessions. Retired blocks wait
+/// to be handed to the epoch collector together: 64, or up to 1,024 (plus one session's)
+/// while earlier batches are slow to come back; from then on, for 65,536 sessions, the map
+/// reuses the lowest free block first, so its live blocks stay packed on few pages. Chunks
+/// go back to the allocator when all their blocks are free: every 65,536 sessions, those
+/// from which no block was taken in lowest-first order since the last check. So a map whose
+/// writer ran flat out beside readers that lost the CPU while pinned (which holds back every
+/// block retired meanwhile), or a map that shrank, keeps its free chunks until 65,536 more
 /// sessions have run; everything is freed with the map.
 //
 // Invariant: `scratch` is read and written only by the writer session that holds

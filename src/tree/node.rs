@@ -376,7 +376,7 @@ impl<'a, K: Key, E> NodeRef<'a, K, E> {
 }
 
 /// A handle to a node the current writer session allocated: unpublished, so it may be
-/// changed. Only [`NodeMut::alloc`] and [`NodeMut::copy_of`] make one (invariant: the node
+/// changed. Only [`NodeMut::alloc_in`] and [`NodeMut::copy_of`] make one (invariant: the node
 /// is born in the session that holds the handle and not yet published).
 pub(crate) struct NodeMut<K, E> {
     ptr: NonNull<Node<K, E>>,
