@@ -49,8 +49,9 @@ pub enum Fit {
 /// the O(log n) nodes on each changed path once per session.
 ///
 /// Memory: a `u64`-valued map takes about 61 bytes per range (a 24-byte entry and its share
-/// of 384-byte leaves). A map allocates its nodes and entries from its own 64-KiB chunks,
-/// one stream per block size, and never frees a block on its own: a block a session
+/// of 384-byte leaves). A map allocates its nodes and entries from its own chunks (4 KiB
+/// first, each next one twice the last, up to 64 KiB), one stream per block size, and
+/// never frees a block on its own: a block a session
 /// replaces is reused, once no reader can reach it, by later sessions. Retired blocks wait
 /// to be handed to the epoch collector together: 64, or up to 1,024 (plus one session's)
 /// while earlier batches are slow to come back; from then on, for 65,536 sessions, the map

@@ -32,13 +32,14 @@
 //! # Where the blocks live
 //!
 //! Every node and entry of a map is a block of one of its three slabs ([`Slab`]: one per
-//! layout, carved from 64-KiB chunks). While the batches are slow to come back, the slabs
-//! hand out the lowest free block first, so the live blocks stay packed however long
-//! readers hold grace periods open; otherwise the block freed last ([`Blocks::packing`],
-//! and the module docs of `slab` for why and what it costs). Memory goes back to the
-//! allocator a chunk at a time: every [`TRIM_PERIOD`] sessions, the chunks whose blocks
-//! are all free and were not handed out lowest-first since the last trim
-//! ([`Blocks::begin_session`]); and all of it when the map is dropped. No block is ever
+//! layout, carved from chunks of 4 to 64 KiB). Once the batches were slow to come back,
+//! and for a while after, the slabs hand out the lowest free block first, so the live
+//! blocks stay packed however long readers hold grace periods open; otherwise the block
+//! freed last
+//! ([`Blocks::packing`], and the module docs of `slab` for why and what it costs). Memory
+//! goes back to the allocator a chunk at a time: every [`TRIM_PERIOD`] sessions, the
+//! chunks whose blocks are all free and were not handed out lowest-first since the last
+//! trim ([`Blocks::begin_session`]); and all of it when the map is dropped. No block is ever
 //! freed on its own, so the pool and the limbo hold only pointers.
 //!
 //! A grace period lasts until every pinned thread has unpinned, so a reader that the

@@ -27,9 +27,11 @@
 //!
 //! # Layout of a chunk
 //!
-//! A chunk is one allocation of `Slab::chunk` bytes (64 KiB unless a block needs more),
-//! aligned to its size, so a block's chunk is its address rounded down; blocks lie at `0`,
-//! `size`, `2 * size`, … Block `k` of chunk `c` has the number `c << shift | k`, and one bit
+//! A chunk is one allocation aligned to its size, a power of two: the first 4 KiB (or
+//! enough for four blocks), each next one twice the last, up to 64 KiB (unless a block
+//! needs more), so that a small map stays small. A block's chunk is its address rounded
+//! down to one of those sizes; blocks lie at `0`, `size`, `2 * size`, … Block `k` of chunk
+//! `c` has the number `c << shift | k`, and one bit
 //! per number says whether it is free, with two levels of summary bits above (a bit per
 //! word below that has one set). So the lowest free block is three `trailing_zeros` away.
 //! A put finds its chunk's index in a small hash table keyed by the chunk's address and
@@ -38,8 +40,12 @@
 use core::alloc::Layout;
 use core::ptr::NonNull;
 
-/// Bytes of a chunk, unless a block needs more (then the next power of two that holds four).
+/// Bytes of a full-sized chunk, unless a block needs more (then the next power of two that
+/// holds four).
 const CHUNK: usize = 1 << 16;
+/// Bytes of the first chunk, unless a block needs more (then the next power of two that
+/// holds four); each next one is twice the last, up to the full size.
+const FIRST_CHUNK: usize = 1 << 12;
 /// Most blocks the hot stack holds; beyond it they go into the bitmap, where a trim can
 /// find the chunks they free (a shrinking map's memory is not held on the stack).
 const HOT_CAP: usize = 1 << 15;
@@ -61,10 +67,10 @@ fn bit(i: usize) -> (usize, u64) {
 /// The blocks of one layout that a map's nodes or entries are allocated from.
 ///
 /// Invariants (every `unsafe` in this module rests on them):
-/// - each `chunks[c].base` that is `Some` is an allocation of `chunk` bytes aligned to
-///   `chunk`, by the global allocator, owned by the slab, and `table` holds `(base, c)`
-///   (see [`Slab::find`]);
-/// - block `k < per_chunk` of chunk `c` lies at offset `k * size`, and is free
+/// - each `chunks[c].base` that is `Some` is an allocation of `chunk_size(c)` bytes aligned
+///   to that size, by the global allocator, owned by the slab, and `table` holds
+///   `(base, c)` (see [`Slab::locate`]);
+/// - block `k < per_chunk(c)` of chunk `c` lies at offset `k * size`, and is free
 ///   exactly when bit `c << shift | k` of `free` is set; otherwise it is handed out and the
 ///   slab does not touch it, or it is on `hot` (free, its bit clear), once. No other bit of
 ///   `free` is set, and none at all for a chunk whose `base` is `None` (its index is then
@@ -75,20 +81,20 @@ fn bit(i: usize) -> (usize, u64) {
 pub(crate) struct Slab {
     /// The block layout: its size is a multiple of its alignment.
     layout: Layout,
-    /// Bytes per chunk (a power of two, and the chunks' alignment).
+    /// Bytes of a full-sized chunk (a power of two, and its alignment).
     chunk: usize,
-    /// Blocks per chunk.
-    per_chunk: u32,
+    /// Bytes of chunk 0; chunk `c` has `first_chunk << c`, up to `chunk`.
+    first_chunk: usize,
     /// Block numbers per chunk are `1 << shift` (at least 64, so a word of `free` never
-    /// spans two chunks).
+    /// spans two chunks), for chunks of every size.
     shift: u32,
     /// `ceil(2^32 / size)`: `offset * recip >> 32` is `offset / size` for the offsets of
     /// blocks (multiples of `size` below 2^32), without a division.
     recip: u64,
     chunks: Vec<Chunk>,
-    /// Open addressing by chunk address (`base / chunk`, modulo the length, a power of two
-    /// at least twice the chunks), linear probing: each live chunk's base and index, one
-    /// load per put; `(0, _)` is an empty slot.
+    /// Open addressing by chunk address (`base / first_chunk`, modulo the length, a power
+    /// of two at least twice the chunks), linear probing: each live chunk's base and
+    /// index, one load per put into a full-sized chunk; `(0, _)` is an empty slot.
     table: Vec<(usize, u32)>,
     /// Free blocks kept out of the bitmap, most recently put last, handed out before any
     /// other (see [`Slab::put`]); at most [`HOT_CAP`].
@@ -116,11 +122,15 @@ impl Slab {
             chunk <= u32::MAX as usize,
             "block layout too large for a slab"
         );
-        let per_chunk = chunk / size;
+        let per_chunk = chunk / size; // in a full-sized chunk, the most of any
+        let first_chunk = FIRST_CHUNK
+            .max(layout.align())
+            .max((4 * size).next_power_of_two())
+            .min(chunk);
         Slab {
             layout: Layout::from_size_align(size, layout.align()).expect("padded layout"),
             chunk,
-            per_chunk: per_chunk as u32,
+            first_chunk,
             shift: per_chunk.next_power_of_two().max(64).trailing_zeros(),
             recip: (1u64 << 32).div_ceil(size as u64),
             chunks: Vec::new(),
@@ -132,6 +142,23 @@ impl Slab {
             groups: Vec::new(),
             hint: 0,
         }
+    }
+
+    /// Bytes of chunk `c`.
+    #[inline]
+    fn chunk_size(&self, c: usize) -> usize {
+        let doublings = (self.chunk / self.first_chunk).trailing_zeros() as usize;
+        if c >= doublings {
+            self.chunk
+        } else {
+            self.first_chunk << c
+        }
+    }
+
+    /// Blocks in chunk `c`.
+    #[inline]
+    fn per_chunk(&self, c: usize) -> usize {
+        self.chunk_size(c) / self.layout.size()
     }
 
     /// The layout of the blocks this slab hands out (`Slab::new`'s, padded).
@@ -234,24 +261,45 @@ impl Slab {
     #[inline]
     unsafe fn put_lowest(&mut self, block: NonNull<u8>) {
         let addr = block.as_ptr() as usize;
-        let offset = addr & (self.chunk - 1);
-        // The block lies in a live chunk of ours (caller contract), aligned to `chunk`.
-        let c = self.find(addr - offset);
+        // The block lies in a live chunk of ours (caller contract).
+        let (c, base) = self.locate(addr);
+        let offset = addr - base;
         debug_assert_eq!(offset % self.layout.size(), 0);
         let k = ((offset as u64 * self.recip) >> 32) as usize;
         self.set_free((c << self.shift) | k);
     }
 
-    /// The index of the live chunk at `base`. Panics if there is none (a block not of
-    /// this slab: a bug in this crate).
+    /// The index and base of the live chunk holding `addr`: rounded down to each chunk
+    /// size, the largest first, `addr` gives a base that `table` may hold, of a chunk that
+    /// may hold `addr` (a smaller chunk can start where a larger one would have). Panics if
+    /// there is none (a block not of this slab: a bug in this crate).
     #[inline]
-    fn find(&self, base: usize) -> usize {
+    fn locate(&self, addr: usize) -> (usize, usize) {
+        let mut size = self.chunk;
+        loop {
+            let base = addr & !(size - 1);
+            if let Some(c) = self.find(base) {
+                if addr - base < self.chunk_size(c) {
+                    return (c, base);
+                }
+            }
+            assert!(
+                size > self.first_chunk,
+                "rcu-rangemap bug: a block not of this slab"
+            );
+            size /= 2;
+        }
+    }
+
+    /// The index of the live chunk at `base`, if there is one.
+    #[inline]
+    fn find(&self, base: usize) -> Option<usize> {
         let mask = self.table.len() - 1;
-        let mut h = (base >> self.chunk.trailing_zeros()) & mask;
+        let mut h = (base >> self.first_chunk.trailing_zeros()) & mask;
         loop {
             match self.table[h] {
-                (b, c) if b == base => return c as usize,
-                (0, _) => panic!("rcu-rangemap bug: a block not of this slab"),
+                (b, c) if b == base => return Some(c as usize),
+                (0, _) => return None,
                 _ => h = (h + 1) & mask,
             }
         }
@@ -272,7 +320,7 @@ impl Slab {
     /// Add chunk `c` at `base` to `table` (which has room).
     fn enter(&mut self, base: usize, c: usize) {
         let mask = self.table.len() - 1;
-        let mut h = (base >> self.chunk.trailing_zeros()) & mask;
+        let mut h = (base >> self.first_chunk.trailing_zeros()) & mask;
         while self.table[h].0 != 0 {
             h = (h + 1) & mask;
         }
@@ -322,12 +370,6 @@ impl Slab {
     /// returns the number of its first block.
     #[cold]
     fn grow(&mut self) -> usize {
-        let layout = Layout::from_size_align(self.chunk, self.chunk).expect("power of two");
-        // SAFETY: `chunk` is non-zero.
-        let base = unsafe { std::alloc::alloc(layout) };
-        let Some(base) = NonNull::new(base) else {
-            std::alloc::handle_alloc_error(layout)
-        };
         let c = match self.vacant.iter().enumerate().min_by_key(|&(_, &i)| i) {
             Some((at, _)) => self.vacant.swap_remove(at) as usize,
             None => {
@@ -342,16 +384,28 @@ impl Slab {
                 self.chunks.len() - 1
             }
         };
+        let layout = self.chunk_layout(c);
+        // SAFETY: a chunk is at least `FIRST_CHUNK` bytes, so non-zero.
+        let base = unsafe { std::alloc::alloc(layout) };
+        let Some(base) = NonNull::new(base) else {
+            std::alloc::handle_alloc_error(layout)
+        };
         self.chunks[c].base = Some(base);
         if 2 * self.chunks.len() > self.table.len() {
             self.rehash();
         } else {
             self.enter(base.as_ptr() as usize, c);
         }
-        for k in 0..self.per_chunk as usize {
+        for k in 0..self.per_chunk(c) {
             self.set_free((c << self.shift) | k);
         }
         c << self.shift
+    }
+
+    /// The allocation layout of chunk `c`: its size, aligned to itself.
+    fn chunk_layout(&self, c: usize) -> Layout {
+        let size = self.chunk_size(c);
+        Layout::from_size_align(size, size).expect("a power of two")
     }
 
     /// Give back to the allocator every chunk whose blocks are all free (the hot stack's
@@ -359,7 +413,6 @@ impl Slab {
     /// period.
     pub(crate) fn trim(&mut self) {
         self.cool();
-        let layout = Layout::from_size_align(self.chunk, self.chunk).expect("power of two");
         let words_per_chunk = (1 << self.shift) / 64;
         for c in 0..self.chunks.len() {
             let words = c * words_per_chunk..(c + 1) * words_per_chunk;
@@ -367,10 +420,11 @@ impl Slab {
                 .iter()
                 .map(|w| w.count_ones())
                 .sum();
+            let (layout, per_chunk) = (self.chunk_layout(c), self.per_chunk(c));
             let chunk = &mut self.chunks[c];
             let taken = core::mem::replace(&mut chunk.taken, false);
             let Some(base) = chunk.base else { continue };
-            if free != self.per_chunk || taken {
+            if free as usize != per_chunk || taken {
                 continue;
             }
             chunk.base = None;
@@ -400,7 +454,11 @@ impl Slab {
             .map(|w| w.count_ones() as usize)
             .sum::<usize>()
             + self.hot.len();
-        (free, self.live_chunks() * self.per_chunk as usize - free)
+        let blocks: usize = (0..self.chunks.len())
+            .filter(|&c| self.chunks[c].base.is_some())
+            .map(|c| self.per_chunk(c))
+            .sum();
+        (free, blocks - free)
     }
 
     /// Chunks allocated now.
@@ -412,11 +470,12 @@ impl Slab {
 
 impl Drop for Slab {
     fn drop(&mut self) {
-        let layout = Layout::from_size_align(self.chunk, self.chunk).expect("power of two");
-        for base in self.chunks.iter().filter_map(|c| c.base) {
-            // SAFETY: invariant: our allocation with `layout`. Whoever owns the slab
-            // guarantees that nothing uses its blocks any more (see `Blocks`).
-            unsafe { std::alloc::dealloc(base.as_ptr(), layout) };
+        for c in 0..self.chunks.len() {
+            if let Some(base) = self.chunks[c].base {
+                // SAFETY: invariant: our allocation with this layout. Whoever owns the slab
+                // guarantees that nothing uses its blocks any more (see `Blocks`).
+                unsafe { std::alloc::dealloc(base.as_ptr(), self.chunk_layout(c)) };
+            }
         }
     }
 }
@@ -445,14 +504,38 @@ mod tests {
         }
     }
 
+    /// The index of the chunk holding `block`.
+    fn chunk_of(s: &Slab, block: NonNull<u8>) -> usize {
+        s.locate(block.as_ptr() as usize).0
+    }
+
+    #[test]
+    fn chunks_grow_from_small_to_full_size() {
+        let mut s = Slab::new(Layout::from_size_align(384, 64).unwrap());
+        let sizes: Vec<_> = (0..6).map(|c| s.chunk_size(c)).collect();
+        assert_eq!(sizes, [4096, 8192, 16384, 32768, 65536, 65536]);
+        // A map with one block of this size holds one small chunk.
+        let b = s.alloc();
+        assert_eq!(s.chunks[0].base.map(|p| p.as_ptr()), Some(b.as_ptr()));
+        give(&mut s, [b]);
+        let big = Slab::new(Layout::from_size_align(40_000, 8).unwrap());
+        assert_eq!(
+            big.chunk_size(0),
+            big.chunk,
+            "four blocks need the full size"
+        );
+    }
+
     #[test]
     fn hands_out_distinct_aligned_blocks_in_address_order() {
         let mut s = Slab::new(Layout::from_size_align(384, 64).unwrap());
-        let n = 2 * s.per_chunk as usize + 3;
+        let n = s.per_chunk(0) + s.per_chunk(1) + s.per_chunk(2) + 3;
         let blocks = take(&mut s, n);
         for w in blocks.windows(2) {
-            if w[0].as_ptr() as usize / s.chunk == w[1].as_ptr() as usize / s.chunk {
+            if chunk_of(&s, w[0]) == chunk_of(&s, w[1]) {
                 assert_eq!(w[1].as_ptr() as usize - w[0].as_ptr() as usize, 384);
+            } else {
+                assert_eq!(chunk_of(&s, w[0]) + 1, chunk_of(&s, w[1]));
             }
         }
         assert!(blocks.iter().all(|b| b.as_ptr() as usize % 64 == 0));
@@ -468,7 +551,7 @@ mod tests {
     #[test]
     fn takes_the_lowest_free_block_first() {
         let mut s = Slab::new(Layout::new::<[u64; 3]>());
-        let n = 3 * s.per_chunk as usize;
+        let n = s.per_chunk(0) + s.per_chunk(1) + s.per_chunk(2);
         let blocks = take(&mut s, n);
         // Free one block high up, then one low down: the low one comes back first.
         let (high, low) = (blocks[blocks.len() - 5], blocks[7]);
@@ -477,9 +560,7 @@ mod tests {
         assert_eq!(s.alloc(), high);
         // A fresh chunk is used only once every block below is taken.
         let next = s.alloc();
-        assert!(blocks
-            .iter()
-            .all(|b| (b.as_ptr() as usize / s.chunk) != (next.as_ptr() as usize / s.chunk)));
+        assert_eq!(chunk_of(&s, next), 3);
         give(&mut s, blocks);
         give(&mut s, [next]);
     }
@@ -487,23 +568,24 @@ mod tests {
     #[test]
     fn trims_chunks_left_empty_and_untouched_for_a_period() {
         let mut s = Slab::new(Layout::new::<[u64; 64]>());
-        let per = s.per_chunk as usize;
-        let blocks = take(&mut s, 3 * per);
+        let (p0, p1, p2) = (s.per_chunk(0), s.per_chunk(1), s.per_chunk(2));
+        let blocks = take(&mut s, p0 + p1 + p2);
         assert_eq!(s.live_chunks(), 3);
-        // The third chunk empties; the first two keep a block each.
+        // The third chunk empties; the first two keep their first block each.
         let (keep, rest): (Vec<_>, Vec<_>) = blocks
             .into_iter()
             .enumerate()
-            .partition(|&(i, _)| i % per == 0 && i < 2 * per);
+            .partition(|&(i, _)| i == 0 || i == p0);
         give(&mut s, rest.into_iter().map(|(_, b)| b));
         // Blocks were taken from all three in this period: nothing goes yet.
         s.trim();
         assert_eq!(s.live_chunks(), 3);
         s.trim();
         assert_eq!(s.live_chunks(), 2);
-        assert_eq!(s.counts(), (2 * per - 2, 2));
+        assert_eq!(s.counts(), (p0 + p1 - 2, 2));
         // The vacant index is reused, and the trimmed chunk's blocks are gone from the lists.
-        let again = take(&mut s, 2 * per - 2 + 1);
+        let again = take(&mut s, p0 + p1 - 2 + 1);
+        assert_eq!(chunk_of(&s, again[again.len() - 1]), 2);
         assert_eq!(s.live_chunks(), 3);
         give(&mut s, again);
         give(&mut s, keep.into_iter().map(|(_, b)| b));
@@ -515,15 +597,14 @@ mod tests {
 
     /// The number the slab gives `block` (its chunk's index, then its place).
     fn number(s: &Slab, block: NonNull<u8>) -> usize {
-        let offset = block.as_ptr() as usize & (s.chunk - 1);
-        let c = s
-            .chunks
-            .iter()
-            .position(|c| {
-                c.base.map(|b| b.as_ptr() as usize) == Some(block.as_ptr() as usize - offset)
+        let at = block.as_ptr() as usize;
+        let (c, base) = (0..s.chunks.len())
+            .find_map(|c| {
+                let base = s.chunks[c].base?.as_ptr() as usize;
+                (base <= at && at < base + s.chunk_size(c)).then_some((c, base))
             })
             .expect("a block of a live chunk");
-        (c << s.shift) | (offset / s.layout.size())
+        (c << s.shift) | ((at - base) / s.layout.size())
     }
 
     /// Random takes and puts against a model: every take is the lowest block not handed
@@ -531,7 +612,7 @@ mod tests {
     #[test]
     fn random_takes_and_puts_always_get_the_lowest_free_block() {
         let mut s = Slab::new(Layout::from_size_align(8192, 8).unwrap());
-        assert_eq!((s.per_chunk, s.shift), (8, 6));
+        assert_eq!((s.per_chunk(0), s.per_chunk(1), s.shift), (4, 8, 6));
         let mut rng = 0x9E37_79B9_7F4A_7C15u64;
         let mut next = move || {
             rng ^= rng << 13;
@@ -544,8 +625,7 @@ mod tests {
         for _ in 0..if cfg!(miri) { 300 } else { 5_000 } {
             if out.is_empty() || next() % 5 < 3 {
                 let want = (0..)
-                    .map(|c| c << s.shift)
-                    .flat_map(|c0| c0..c0 + s.per_chunk as usize)
+                    .flat_map(|c| (c << s.shift)..(c << s.shift) + s.per_chunk(c))
                     .find(|i| !handed.contains(i))
                     .unwrap();
                 let b = s.alloc();
@@ -629,7 +709,7 @@ mod tests {
     #[test]
     fn blocks_larger_than_a_chunk_get_larger_chunks() {
         let mut s = Slab::new(Layout::from_size_align(40_000, 8).unwrap());
-        assert!(s.per_chunk >= 4);
+        assert!(s.per_chunk(0) >= 4);
         let blocks = take(&mut s, 9);
         give(&mut s, blocks);
         let tiny = Slab::new(Layout::new::<u8>());
