@@ -31,11 +31,11 @@
 //! enough for four blocks), each next one twice the last, up to 64 KiB (unless a block
 //! needs more), so that a small map stays small. A block's chunk is its address rounded
 //! down to one of those sizes; blocks lie at `0`, `size`, `2 * size`, … Block `k` of chunk
-//! `c` has the number `c << shift | k`, and one bit
-//! per number says whether it is free, with two levels of summary bits above (a bit per
-//! word below that has one set). So the lowest free block is three `trailing_zeros` away.
-//! A put finds its chunk's index in a small hash table keyed by the chunk's address and
-//! sets a bit or three. Neither reads or writes the block itself.
+//! `c` has the number `c << shift | k`, and one bit per number says whether it is free,
+//! with two levels of summary bits above (a bit per word below that has one set). So the
+//! lowest free block is three `trailing_zeros` away. A put finds its chunk's index in a
+//! small hash table keyed by the chunk's address and sets a bit or three. Neither reads
+//! or writes the block itself.
 
 use core::alloc::Layout;
 use core::ptr::NonNull;
