@@ -235,7 +235,9 @@ impl Slab {
     #[inline]
     pub(crate) unsafe fn put(&mut self, block: NonNull<u8>, packing: bool) {
         if packing || self.hot.len() >= HOT_CAP {
-            self.cool();
+            if !self.hot.is_empty() {
+                self.cool();
+            }
             // SAFETY: caller contract.
             unsafe { self.put_lowest(block) };
         } else {
