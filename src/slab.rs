@@ -147,7 +147,9 @@ impl Slab {
     /// Bytes of chunk `c`.
     #[inline]
     fn chunk_size(&self, c: usize) -> usize {
-        let doublings = (self.chunk / self.first_chunk).trailing_zeros() as usize;
+        // Both are powers of two: a difference of exponents, not a division (every
+        // packing put asks this, through `locate`).
+        let doublings = (self.chunk.trailing_zeros() - self.first_chunk.trailing_zeros()) as usize;
         if c >= doublings {
             self.chunk
         } else {
