@@ -59,8 +59,12 @@ pub enum Fit {
 /// go back to the allocator when all their blocks are free: every 65,536 sessions, those
 /// from which no block was taken in lowest-first order since the last check. So a map whose
 /// writer ran flat out beside readers that lost the CPU while pinned (which holds back every
-/// block retired meanwhile), or a map that shrank, keeps its free chunks until 65,536 more
-/// sessions have run; everything is freed with the map.
+/// block retired meanwhile) keeps its free chunks until 65,536 more sessions have run. A
+/// map that shrank (three quarters of a block size's blocks free, and at least 128 KiB of
+/// them) checks every 1,024 sessions instead, and reuses the lowest free block first, so
+/// that the blocks it copies or allocates move down and the chunks above empty. An entry
+/// does not move while it lives, so a chunk with a surviving entry stays. Everything is
+/// freed with the map.
 //
 // Invariant: `scratch` is read and written only by the writer session that holds
 // `writers` exclusively (through `scratch_ptr`, never past its unlock), or through

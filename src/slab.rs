@@ -78,6 +78,8 @@ fn bit(i: usize) -> (usize, u64) {
 /// - bit `j` of `words` is set exactly when word `j` of `free` is non-zero, and bit `m` of
 ///   `groups` exactly when word `m` of `words` is; no word of `groups` below `hint` is
 ///   non-zero.
+///
+/// (`free_blocks` and `capacity` only count: no safety argument rests on them.)
 pub(crate) struct Slab {
     /// The block layout: its size is a multiple of its alignment.
     layout: Layout,
@@ -105,6 +107,10 @@ pub(crate) struct Slab {
     words: Vec<u64>,
     groups: Vec<u64>,
     hint: usize,
+    /// Bits set in `free`.
+    free_blocks: usize,
+    /// Blocks in the live chunks.
+    capacity: usize,
 }
 
 impl Slab {
@@ -141,6 +147,8 @@ impl Slab {
             words: Vec::new(),
             groups: Vec::new(),
             hint: 0,
+            free_blocks: 0,
+            capacity: 0,
         }
     }
 
@@ -201,6 +209,7 @@ impl Slab {
         let (j, b) = bit(i);
         let rest = free[j] & !b;
         free[j] = rest;
+        self.free_blocks -= 1;
         if rest == 0 {
             let (m, b) = bit(j);
             words[m] &= !b;
@@ -343,6 +352,7 @@ impl Slab {
         debug_assert_eq!(free[j] & b, 0, "block {i} freed twice");
         let was = free[j];
         free[j] = was | b;
+        self.free_blocks += 1;
         if was == 0 {
             let (m, b) = bit(j);
             let was = words[m];
@@ -395,6 +405,7 @@ impl Slab {
             std::alloc::handle_alloc_error(layout)
         };
         self.chunks[c].base = Some(base);
+        self.capacity += self.per_chunk(c);
         if 2 * self.chunks.len() > self.table.len() {
             self.rehash();
         } else {
@@ -433,6 +444,8 @@ impl Slab {
             }
             chunk.base = None;
             self.vacant.push(c as u32);
+            self.capacity -= per_chunk;
+            self.free_blocks -= per_chunk;
             for j in words {
                 self.free[j] = 0;
                 let (m, b) = bit(j);
@@ -449,6 +462,15 @@ impl Slab {
         self.rehash();
     }
 
+    /// Whether most of the slab is free: three quarters of its blocks or more (the hot
+    /// stack's included), and enough to fill two full-sized chunks. So it is after a map
+    /// shrank. Blocks waiting out a grace period are not free here, so a writer beside
+    /// readers that hold grace periods open does not make its slabs sparse.
+    pub(crate) fn sparse(&self) -> bool {
+        let free = self.free_blocks + self.hot.len();
+        4 * free >= 3 * self.capacity && free * self.layout.size() >= 2 * self.chunk
+    }
+
     /// Blocks free and handed out, for tests.
     #[cfg(test)]
     pub(crate) fn counts(&self) -> (usize, usize) {
@@ -462,6 +484,11 @@ impl Slab {
             .filter(|&c| self.chunks[c].base.is_some())
             .map(|c| self.per_chunk(c))
             .sum();
+        assert_eq!(
+            (self.free_blocks + self.hot.len(), self.capacity),
+            (free, blocks),
+            "the counts kept disagree with the bitmap"
+        );
         (free, blocks - free)
     }
 
@@ -567,6 +594,34 @@ mod tests {
         assert_eq!(chunk_of(&s, next), 3);
         give(&mut s, blocks);
         give(&mut s, [next]);
+    }
+
+    #[test]
+    fn is_sparse_once_three_quarters_are_free_and_fill_two_full_chunks() {
+        let mut s = Slab::new(Layout::new::<[u64; 64]>());
+        let full = s.chunk / s.layout.size();
+        let mut blocks = take(&mut s, 4 * full);
+        assert!(!s.sparse());
+        // Half free: not yet.
+        give(&mut s, blocks.drain(2 * full..));
+        assert!(!s.sparse());
+        let (free, used) = s.counts();
+        // Three quarters free (the hot stack's count): sparse.
+        give(&mut s, blocks.drain(free / 3..));
+        let (free, used_now) = s.counts();
+        assert!(4 * free >= 3 * (free + used_now) && used_now < used);
+        assert!(s.sparse());
+        s.trim();
+        assert!(s.sparse(), "a trim found chunks it could not give back");
+        s.trim();
+        assert_eq!(s.counts().1, used_now);
+        assert!(!s.sparse(), "wholly free chunks were not given back");
+        give(&mut s, blocks);
+        // All free but less than two full chunks' worth: a small map is never sparse.
+        let mut small = Slab::new(Layout::new::<[u64; 64]>());
+        let few = take(&mut small, full);
+        give(&mut small, few);
+        assert!(!small.sparse());
     }
 
     #[test]
