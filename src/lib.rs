@@ -22,6 +22,10 @@
 //!   and removes the old. So a reader's granted count needs no re-check of the range (the
 //!   seed protocol's last fast-path step), and an entry is 24 bytes for a `u64` value
 //!   (lock state 16, value 8) — what keeps the map near 60 bytes per range.
+//! - **Memory** comes from chunks of the map's own, one stream per block size, and goes
+//!   back to the allocator a chunk at a time, once all of a chunk's blocks are free (see
+//!   [`RangeMap`]). A map that shrank for good gives back what it can at once with
+//!   [`RangeMap::shrink_to_fit`].
 //!
 //! # What readers can observe
 //!

@@ -61,10 +61,12 @@ pub enum Fit {
 /// writer ran flat out beside readers that lost the CPU while pinned (which holds back every
 /// block retired meanwhile) keeps its free chunks until 65,536 more sessions have run. A
 /// map that shrank (three quarters of a block size's blocks free, and at least 128 KiB of
-/// them) checks every 1,024 sessions instead, and reuses the lowest free block first, so
-/// that the blocks it copies or allocates move down and the chunks above empty. An entry
-/// does not move while it lives, so a chunk with a surviving entry stays. Everything is
-/// freed with the map.
+/// them) checks every 1,024 sessions instead, unless its batches were slow to come back
+/// within the last 65,536 sessions, and reuses the lowest free block first, so that the
+/// blocks it copies or allocates move down and the chunks above empty. An entry does not
+/// move while it lives, so a chunk with a surviving entry stays;
+/// [`shrink_to_fit`](Self::shrink_to_fit) moves them all, and gives back every free chunk
+/// at once. Everything is freed with the map.
 //
 // Invariant: `scratch` is read and written only by the writer session that holds
 // `writers` exclusively (through `scratch_ptr`, never past its unlock), or through
@@ -117,6 +119,12 @@ impl<K: Key, V> Default for RangeMap<K, V> {
         Self::new()
     }
 }
+
+/// Entries one session of [`RangeMap::shrink_to_fit`] moves: how long readers of them wait.
+const RELOCATE_PER_SESSION: usize = 1024;
+/// Times [`RangeMap::shrink_to_fit`] pushes the epoch on and yields, waiting for the
+/// blocks it freed to come back.
+const SETTLE_ROUNDS: usize = 64;
 
 /// Sessions a refused lookup waits out, holding nothing, before it queues on the writers'
 /// lock.
@@ -178,6 +186,13 @@ impl<K: Key, V> RangeMap<K, V> {
     pub(crate) fn check_published(&self) -> usize {
         let pin = reclaim::pin();
         crate::tree::check::check_tree(self.root(&pin))
+    }
+
+    /// Blocks handed out and chunks allocated in each of the map's slabs (leaves, internal
+    /// nodes, entries). Tests only.
+    #[cfg(test)]
+    pub(crate) fn usage(&mut self) -> [(usize, usize); 3] {
+        self.scratch.get_mut().blocks().usage()
     }
 
     /// Levels of the published tree (1: the root is a leaf). Tests only.
@@ -449,6 +464,78 @@ impl<K: Key, V> RangeMap<K, V> {
     /// session has locked (see [`Writer`]) are waited for by `get` and refused by `try_get`.
     pub fn write(&self) -> Writer<'_, K, V> {
         Writer::new(self)
+    }
+
+    /// Move the map's entries and nodes into as few of its chunks as they fit, and give
+    /// back to the allocator every chunk left free: for a map that shrank and will stay
+    /// smaller, as `Vec::shrink_to_fit` is for a vector. O(n log n) for n entries.
+    ///
+    /// Without it, a map that shrank gives chunks back as its writer sessions go on (see
+    /// the memory notes on [`RangeMap`]), but not a chunk on which an entry survives (an
+    /// entry does not move while it lives), and a map that shrank and then stays idle
+    /// keeps them all.
+    ///
+    /// It runs writer sessions of its own, one per 1,024 entries. Each moves its entries,
+    /// values and all (nothing is cloned, ranges do not change), into the lowest free
+    /// blocks, and locks them as [`Writer::get_mut`] does: it waits for their readers, and
+    /// `get` waits for them (`try_get` is refused) until that session commits. One more
+    /// session builds the tree's nodes anew, evenly filled (a map that shrank has
+    /// underfull nodes), without locking any entry. Before that session and after it, it
+    /// waits for the blocks freed to pass their grace period, yielding the thread a
+    /// bounded number of times (a thread that keeps an [`EpochPin`] meanwhile holds them
+    /// back; they then come back at a later session); then it gives back the free chunks.
+    ///
+    /// Deadlock hazard, as for [`write`](Self::write): the calling thread must hold no
+    /// [`Writer`] and no [`ReadGuard`] of this map.
+    ///
+    /// ```
+    /// use rcu_rangemap::RangeMap;
+    ///
+    /// let map = RangeMap::<u64, String>::new();
+    /// let mut w = map.write();
+    /// for i in 0..10_000 {
+    ///     w.try_insert(i * 10..i * 10 + 5, i.to_string()).unwrap();
+    /// }
+    /// w.remove(100..100_000); // keeps 0..5 up to 90..95
+    /// w.commit();
+    /// map.shrink_to_fit();
+    /// assert_eq!(map.len(), 10);
+    /// assert_eq!(*map.get(92).unwrap(), "9");
+    /// ```
+    pub fn shrink_to_fit(&self) {
+        let mut from = Some(K::ZERO);
+        while let Some(at) = from {
+            let mut w = self.write();
+            w.blocks().pack();
+            from = w.relocate(at, RELOCATE_PER_SESSION);
+            w.commit();
+        }
+        // The nodes those sessions copied are as full as before: build them anew, once the
+        // blocks they freed are back (the lowest of them are to take the new nodes).
+        self.settle();
+        let mut w = self.write();
+        w.blocks().pack();
+        w.rebuild();
+        w.commit();
+        self.settle();
+        self.write().blocks().trim(true);
+    }
+
+    /// Wait, a bounded number of times, for every block the map's sessions retired to pass
+    /// its grace period and come back to the slabs ([`RangeMap::shrink_to_fit`]).
+    fn settle(&self) {
+        for _ in 0..SETTLE_ROUNDS {
+            let mut w = self.write();
+            self.recycler.hand_over(w.blocks());
+            if w.blocks().settled() {
+                return;
+            }
+            drop(w);
+            // Push the epoch on and run what is ripe (the batches handed over, once every
+            // thread pinned before them has unpinned).
+            reclaim::pin().flush();
+            std::thread::yield_now();
+        }
     }
 
     /// Number of entries in the published version. O(1).

@@ -40,8 +40,9 @@
 //! goes back to the allocator a chunk at a time: every [`TRIM_PERIOD`] sessions, the
 //! chunks whose blocks are all free and were not handed out lowest-first since the last
 //! trim ([`Blocks::begin_session`]); every [`SPARSE_CHECK`] sessions while a slab is mostly
-//! free (a map that shrank), when the map also packs, so that its live blocks move down;
-//! and all of it when the map is dropped. No block is ever freed on its own, so the pool
+//! free (a map that shrank) and the batches were not slow to come back lately, when the
+//! map also packs, so that its live blocks move down; at once, after moving every entry
+//! and node down, in `RangeMap::shrink_to_fit`; and all of it when the map is dropped. No block is ever freed on its own, so the pool
 //! and the limbo hold only pointers.
 //!
 //! A grace period lasts until every pinned thread has unpinned, so a reader that the
@@ -242,6 +243,19 @@ impl Recycler {
         }
     }
 
+    /// Hand `blocks`' limbo to the collector now, whatever its length.
+    #[cold]
+    pub(crate) fn hand_over(&self, blocks: &mut Blocks) {
+        if blocks.limbo.is_empty() {
+            return;
+        }
+        blocks.in_flight += 1;
+        let batch = core::mem::take(&mut blocks.limbo);
+        // SAFETY: `Blocks` invariant: the limbo's blocks are unlinked from every published
+        // version, plain data, each listed once.
+        unsafe { self.retire(batch) };
+    }
+
     /// Hand `batch` to the pool once every thread pinned now has unpinned: one deferred
     /// function for the whole batch.
     ///
@@ -304,6 +318,9 @@ pub(crate) struct Blocks {
     batch: usize,
     /// Sessions left to pack ([`Blocks::packing`]).
     packing_left: u32,
+    /// Sessions left before the slabs may be trimmed early for being mostly free
+    /// ([`Blocks::begin_session`]): set by a hand-over that found the batches slow.
+    slow_left: u32,
     spare: Vec<Vec<Retired>>,
     taken: Vec<Batch>,
     /// Sessions begun since the last trim.
@@ -320,6 +337,7 @@ impl Blocks {
             in_flight: 0,
             batch: BATCH,
             packing_left: 0,
+            slow_left: 0,
             spare: Vec::new(),
             taken: Vec::new(),
             sessions: 0,
@@ -335,6 +353,7 @@ impl Blocks {
         if self.in_flight >= SLOW_GRACE {
             self.batch = (self.batch * 2).min(MAX_BATCH);
             self.packing_left = PACK_HOLD;
+            self.slow_left = PACK_HOLD;
         } else if self.in_flight <= PROMPT_GRACE {
             self.batch = (self.batch / 2).max(BATCH);
         }
@@ -351,22 +370,31 @@ impl Blocks {
 
     /// Count a writer session; every [`TRIM_PERIOD`] sessions, give back to the allocator
     /// every chunk whose blocks are all free and none was taken from its bitmap since the
-    /// last trim ([`Slab::trim`]). Every [`SPARSE_CHECK`] sessions, if a slab is mostly free
-    /// ([`Slab::sparse`]: the map shrank), trim then and pack for [`PACK_HOLD`] sessions,
-    /// so that the live blocks move into the lowest chunks as sessions copy them, and the
-    /// chunks above empty. Without that, a map that kept 1% of 200,000 ranges still held 10
-    /// of its 14 MB after a million more sessions of churn (blocks were reused LIFO, all
-    /// over the chunks); with it, 2.3 MB (`benches/analysis.md`, "A map that shrank").
+    /// last trim ([`Slab::trim`]).
+    ///
+    /// Every [`SPARSE_CHECK`] sessions, if a slab is mostly free ([`Slab::sparse`]: the map
+    /// shrank), trim then and pack for [`PACK_HOLD`] sessions, so that the live blocks move
+    /// into the lowest chunks as sessions copy them, and the chunks above empty. Without
+    /// that, a map that kept 1% of 200,000 ranges still held 8.6 MB (12.7 at most) after a
+    /// million more sessions of churn (blocks were reused LIFO, all over the chunks); with
+    /// it, 0.42 MB (`benches/analysis.md`, "A map that shrank").
+    ///
+    /// But not within [`PACK_HOLD`] sessions of a hand-over that found the batches slow:
+    /// then the free blocks are the last flood's, and the next flood needs them. In the
+    /// runner's W2 at N = 1k, early trims gave back chunks that the next flood allocated
+    /// again: 160 early trims and 4,096 or more chunk allocations in one run, against 512 –
+    /// 1,023 without them (counts printed at powers of two).
     #[inline]
     pub(crate) fn begin_session(&mut self) {
         self.limbo_at_begin = self.limbo.len();
         self.packing_left = self.packing_left.saturating_sub(1);
+        self.slow_left = self.slow_left.saturating_sub(1);
         self.sessions += 1;
         if self.sessions >= TRIM_PERIOD {
-            self.trim();
-        } else if self.sessions % SPARSE_CHECK == 0 && self.sparse() {
+            self.trim(false);
+        } else if self.sessions % SPARSE_CHECK == 0 && self.slow_left == 0 && self.sparse() {
             self.packing_left = PACK_HOLD;
-            self.trim();
+            self.trim(false);
         }
     }
 
@@ -376,13 +404,35 @@ impl Blocks {
         self.classes.iter().any(|(_, slab)| slab.sparse())
     }
 
-    /// Trim every slab; start a period.
+    /// Trim every slab ([`Slab::trim`], `all` as there); start a period. If `all`, give
+    /// back the room of the lists kept for their capacity too.
     #[cold]
-    fn trim(&mut self) {
+    pub(crate) fn trim(&mut self, all: bool) {
         self.sessions = 0;
-        for (_, slab) in &mut self.classes {
-            slab.trim();
+        if all {
+            self.spare = Vec::new();
+            self.limbo.shrink_to_fit();
+            self.taken.shrink_to_fit();
         }
+        for (_, slab) in &mut self.classes {
+            slab.trim(all);
+        }
+    }
+
+    /// Pack from now on ([`Blocks::packing`], for [`PACK_HOLD`] sessions), the hot blocks
+    /// too: every block allocated next is the lowest free one.
+    #[cold]
+    pub(crate) fn pack(&mut self) {
+        self.packing_left = PACK_HOLD;
+        for (_, slab) in &mut self.classes {
+            slab.cool();
+        }
+    }
+
+    /// Whether every block a commit retired is back in the slabs: none in the limbo, no
+    /// batch in flight.
+    pub(crate) fn settled(&self) -> bool {
+        self.limbo.is_empty() && self.in_flight == 0
     }
 
     /// Queue a block a committed session unlinked, for reuse after a grace period.
@@ -440,6 +490,16 @@ impl Blocks {
     #[cfg(test)]
     fn free_counts(&self) -> [usize; 3] {
         [0, 1, 2].map(|i| self.classes[i].1.counts().0)
+    }
+
+    /// Blocks handed out (live, in the limbo or in flight) and chunks allocated, in each
+    /// class's slab, for tests.
+    #[cfg(test)]
+    pub(crate) fn usage(&self) -> [(usize, usize); 3] {
+        [0, 1, 2].map(|i| {
+            let slab = &self.classes[i].1;
+            (slab.counts().1, slab.live_chunks())
+        })
     }
 }
 
@@ -530,9 +590,21 @@ mod tests {
         b.begin_session();
         assert!(b.packing());
         assert_eq!(chunks(&b), live);
+        // Not while the batches were slow to come back lately (the next flood's blocks).
+        b.in_flight = SLOW_GRACE;
+        b.adapt_batch();
+        b.in_flight = 0;
         b.sessions = SPARSE_CHECK - 1;
         b.begin_session();
-        assert!(chunks(&b) < live / 2, "{} of {live} chunks kept", chunks(&b));
+        assert_eq!(chunks(&b), live, "trimmed early beside slow batches");
+        b.slow_left = 1;
+        b.sessions = SPARSE_CHECK - 1;
+        b.begin_session();
+        assert!(
+            chunks(&b) < live / 2,
+            "{} of {live} chunks kept",
+            chunks(&b)
+        );
         assert_eq!(b.classes[0].1.counts().1, 1024);
         for r in taken {
             // SAFETY: as above.

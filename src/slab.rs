@@ -257,7 +257,7 @@ impl Slab {
     }
 
     /// Move the hot stack's blocks into the bitmap.
-    fn cool(&mut self) {
+    pub(crate) fn cool(&mut self) {
         let mut hot = core::mem::take(&mut self.hot);
         for b in hot.drain(..) {
             // SAFETY: invariant: a block on `hot` is free and its bit is clear, as for a
@@ -424,10 +424,12 @@ impl Slab {
     }
 
     /// Give back to the allocator every chunk whose blocks are all free (the hot stack's
-    /// included) and from whose bitmap no block was taken since the last trim; start a new
-    /// period.
-    pub(crate) fn trim(&mut self) {
+    /// included) and from whose bitmap no block was taken since the last trim, or every
+    /// such chunk at all if `all`; start a new period.
+    pub(crate) fn trim(&mut self, all: bool) {
         self.cool();
+        // Its room too: while a map shrinks, the stack fills up to its cap (256 KiB).
+        self.hot.shrink_to_fit();
         let words_per_chunk = (1 << self.shift) / 64;
         for c in 0..self.chunks.len() {
             let words = c * words_per_chunk..(c + 1) * words_per_chunk;
@@ -439,7 +441,7 @@ impl Slab {
             let chunk = &mut self.chunks[c];
             let taken = core::mem::replace(&mut chunk.taken, false);
             let Some(base) = chunk.base else { continue };
-            if free as usize != per_chunk || taken {
+            if free as usize != per_chunk || (taken && !all) {
                 continue;
             }
             chunk.base = None;
@@ -516,6 +518,13 @@ impl core::fmt::Debug for Slab {
         f.debug_struct("Slab")
             .field("layout", &self.layout)
             .field("chunks", &self.chunks.len())
+            .field("cap", &self.capacity)
+            .field("free", &self.free_blocks)
+            .field("hot", &self.hot.capacity())
+            .field(
+                "live",
+                &self.chunks.iter().filter(|c| c.base.is_some()).count(),
+            )
             .finish_non_exhaustive()
     }
 }
@@ -611,9 +620,9 @@ mod tests {
         let (free, used_now) = s.counts();
         assert!(4 * free >= 3 * (free + used_now) && used_now < used);
         assert!(s.sparse());
-        s.trim();
+        s.trim(false);
         assert!(s.sparse(), "a trim found chunks it could not give back");
-        s.trim();
+        s.trim(false);
         assert_eq!(s.counts().1, used_now);
         assert!(!s.sparse(), "wholly free chunks were not given back");
         give(&mut s, blocks);
@@ -637,9 +646,9 @@ mod tests {
             .partition(|&(i, _)| i == 0 || i == p0);
         give(&mut s, rest.into_iter().map(|(_, b)| b));
         // Blocks were taken from all three in this period: nothing goes yet.
-        s.trim();
+        s.trim(false);
         assert_eq!(s.live_chunks(), 3);
-        s.trim();
+        s.trim(false);
         assert_eq!(s.live_chunks(), 2);
         assert_eq!(s.counts(), (p0 + p1 - 2, 2));
         // The vacant index is reused, and the trimmed chunk's blocks are gone from the lists.
@@ -648,8 +657,8 @@ mod tests {
         assert_eq!(s.live_chunks(), 3);
         give(&mut s, again);
         give(&mut s, keep.into_iter().map(|(_, b)| b));
-        s.trim();
-        s.trim();
+        s.trim(false);
+        s.trim(false);
         assert_eq!(s.live_chunks(), 0);
         assert_eq!(s.counts(), (0, 0));
     }
@@ -741,8 +750,8 @@ mod tests {
             unsafe { s.put(b, false) };
         }
         assert_eq!(s.counts().1, 0);
-        s.trim();
-        s.trim();
+        s.trim(false);
+        s.trim(false);
         assert_eq!(
             s.live_chunks(),
             0,

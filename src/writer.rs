@@ -130,8 +130,10 @@ impl<'a, K: Key, V> Writer<'a, K, V> {
         // SAFETY: we hold the writers' lock exclusively, so the scratch is ours (`RangeMap`'s
         // invariant); the borrow ends before the writer is built.
         let blocks = unsafe { &mut (*scratch.as_ptr()).blocks };
-        blocks.begin_session();
+        // Blocks back from their grace period first, so that a trim at the session's start
+        // counts them free.
         map.recycler.take(blocks);
+        blocks.begin_session();
         Writer {
             map,
             lock: ManuallyDrop::new(lock),
@@ -533,6 +535,34 @@ impl<'a, K: Key, V> Writer<'a, K, V> {
         out.into_iter()
     }
 
+    /// Move the entries from `from` on, at most `budget` of them, each into a new block
+    /// with its value (the lowest free block while the map packs); the nodes on their paths
+    /// are copied as for any change. Each is locked as by `get_mut` (waiting for its
+    /// readers) and replaced like a trimmed entry, with its own range. Returns the key to
+    /// go on from, or `None` after the last entry. For [`RangeMap::shrink_to_fit`].
+    pub(crate) fn relocate(&mut self, from: K, budget: usize) -> Option<K> {
+        let mut at = from;
+        for _ in 0..budget {
+            let f = search::first_overlapping(self.root(), at, K::MAX)?;
+            let old = f.entry;
+            let value = self.hold(old).take_value();
+            self.replace(f.lo, old, f.lo..f.hi, value);
+            at = f.hi;
+        }
+        Some(at)
+    }
+
+    /// Rebuild the working tree over the same entries with evenly filled nodes, in the
+    /// blocks allocated next ([`CowTree::rebuild`]). For [`RangeMap::shrink_to_fit`].
+    pub(crate) fn rebuild(&mut self) {
+        self.tree().rebuild();
+    }
+
+    /// The map's slabs and retired blocks, for the length of one call.
+    pub(crate) fn blocks(&mut self) -> &mut Blocks {
+        &mut self.scratch().blocks
+    }
+
     /// Publish the session: one atomic root store, then every entry it locked becomes
     /// readable. Same as dropping the writer.
     pub fn commit(self) {}
@@ -678,6 +708,54 @@ impl<K: fmt::Debug, V: fmt::Debug> fmt::Debug for DisplacedIter<K, V> {
 #[cfg(test)]
 mod tests {
     use crate::RangeMap;
+
+    /// `shrink_to_fit` keeps every entry (range and value), and leaves the map with the
+    /// blocks and chunks of a fresh copy: its nodes as full as a bulk build's, and every
+    /// block the moves and the rebuild freed back in the slabs.
+    #[test]
+    fn shrink_to_fit_leaves_the_shape_of_a_fresh_copy() {
+        let n = if cfg!(miri) { 300 } else { 20_000 };
+        let mut map = RangeMap::<u64, String>::new();
+        for i in 0..n {
+            map.write()
+                .try_insert(i * 4..i * 4 + 3, i.to_string())
+                .unwrap();
+        }
+        // Keep one in ten, removed one per session (underfull nodes, spread blocks).
+        let mut w = map.write();
+        for i in (0..n).filter(|i| i % 10 != 3) {
+            w.remove_entry(i * 4).unwrap();
+            if i % 64 == 0 {
+                w.commit();
+                w = map.write();
+            }
+        }
+        w.commit();
+        let fresh = map.clone();
+        let before = map.usage();
+        map.shrink_to_fit();
+        assert_eq!(map.check_published(), n as usize / 10);
+        let kept: Vec<_> = map.iter().map(|g| (g.range(), g.clone())).collect();
+        let want: Vec<_> = (0..n)
+            .filter(|i| i % 10 == 3)
+            .map(|i| (i * 4..i * 4 + 3, i.to_string()))
+            .collect();
+        assert_eq!(kept, want);
+        let (after, fresh) = (map.usage(), {
+            let mut f = fresh;
+            f.usage()
+        });
+        for class in 0..3 {
+            assert_eq!(
+                after[class].0, fresh[class].0,
+                "blocks of class {class}, before {before:?}"
+            );
+            assert!(
+                after[class].1 <= fresh[class].1 + 1,
+                "chunks: {after:?} against a fresh copy's {fresh:?}"
+            );
+        }
+    }
 
     /// Every commit publishes exact gap metadata (`CowTree::fix_gaps`): after sessions of
     /// up to 40 edits each (overwriting inserts, range removals, entry removals) the

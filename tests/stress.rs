@@ -17,6 +17,9 @@
 //!   before that commit.
 //! - `liveness`: readers of an entry that back-to-back sessions keep locking still get
 //!   through.
+//! - `shrink_to_fit_beside_readers`: while `shrink_to_fit` moves every entry and rebuilds
+//!   the nodes, the entries that stay are never vacant nor read with another value, even
+//!   through a guard held across the moves.
 //!
 //! Set `RCU_RANGEMAP_SMALL` (or run under Miri) for a much shorter run.
 //!
@@ -892,4 +895,102 @@ fn blocked_get_reads_the_commit() {
     let st = map.stats();
     assert_eq!((st.success, st.miss, st.abort), (0, 0, 1), "{st:?}");
     assert_eq!(st.waited + st.slow, 1, "{st:?}");
+}
+
+// ---------------------------------------------------------------------------------------
+// f. `shrink_to_fit` beside readers
+
+/// A value that lives on the heap, so that a value moved under a held guard, or read after
+/// its entry was freed, reads the wrong number (or is reported by Miri).
+#[derive(Debug, PartialEq)]
+struct Boxed(Box<u64>);
+
+impl Boxed {
+    fn of(i: u64) -> Self {
+        Boxed(Box::new(i * 7 + 1))
+    }
+}
+
+/// While `shrink_to_fit` moves every entry and rebuilds the nodes, readers keep finding
+/// the entries that stay, with their values, and a guard held across the moves keeps its
+/// value: the move waits for it. Entries of the other ranges come and go between rounds.
+#[test]
+fn shrink_to_fit_beside_readers() {
+    let n: u64 = if small() { 300 } else { 20_000 };
+    let stays = |i: u64| i % 10 == 3;
+    let map: RangeMap<u64, Boxed> = RangeMap::new();
+    let stop = AtomicBool::new(false);
+    let progress = &AtomicU64::new(0);
+    let barrier = &Barrier::new(reader_threads() + 1);
+    let rounds = thread::scope(|s| {
+        {
+            let mut w = map.write();
+            for i in 0..n {
+                w.try_insert(i * 4..i * 4 + 3, Boxed::of(i)).unwrap();
+            }
+        }
+        for t in 0..reader_threads() {
+            let (map, stop) = (&map, &stop);
+            s.spawn(move || {
+                barrier.wait();
+                let mut rng = Rng(t as u64 + 901);
+                let mut turns = 0;
+                while !stop.load(Relaxed) {
+                    let i = rng.below(n);
+                    let key = i * 4 + rng.below(3);
+                    match map.get(key) {
+                        Some(g) => {
+                            assert_eq!((g.range(), &*g), (i * 4..i * 4 + 3, &Boxed::of(i)));
+                            if rng.chance(8) {
+                                spin(200);
+                                assert_eq!(*g, Boxed::of(i), "a value moved under its guard");
+                            }
+                        }
+                        None => assert!(!stays(i), "range {i}, which stays, was vacant"),
+                    }
+                    match map.try_get(key) {
+                        Ok(g) => assert_eq!(*g, Boxed::of(i)),
+                        Err(TryGetError::Locked) => {}
+                        Err(TryGetError::Vacant) => assert!(!stays(i), "range {i} vacant"),
+                        Err(e) => panic!("{e:?}"),
+                    }
+                    tick(&mut turns, progress);
+                }
+            });
+        }
+        barrier.wait();
+        let start = Instant::now();
+        let mut rounds = 0;
+        while !writer_done(rounds, iters(20_000).min(40), start, time_cap(), progress) {
+            rounds += 1;
+            // Shrink: the others leave, 64 to a session.
+            let mut gone = (0..n).filter(|&i| !stays(i)).peekable();
+            while gone.peek().is_some() {
+                let mut w = map.write();
+                for i in gone.by_ref().take(64) {
+                    assert_eq!(
+                        w.remove_entry(i * 4),
+                        Some((i * 4..i * 4 + 3, Boxed::of(i)))
+                    );
+                }
+            }
+            map.shrink_to_fit();
+            assert_eq!(
+                map.len() as u64,
+                (0..n).filter(|&i| stays(i)).count() as u64
+            );
+            // And grow again.
+            let mut w = map.write();
+            for i in (0..n).filter(|&i| !stays(i)) {
+                w.try_insert(i * 4..i * 4 + 3, Boxed::of(i)).unwrap();
+            }
+        }
+        stop.store(true, Relaxed);
+        rounds
+    });
+    assert_eq!(map.len() as u64, n);
+    for i in 0..n {
+        assert_eq!(*map.get(i * 4).unwrap(), Boxed::of(i));
+    }
+    eprintln!("shrink_to_fit_beside_readers: {rounds} rounds");
 }

@@ -2,7 +2,8 @@
 //!
 //! Owns: building a tree bottom-up with evenly filled nodes (O(n), no copy-on-write).
 //! Must not: be used on a tree anyone else can see — the result is a fresh, unpublished
-//! tree, handed to a new map.
+//! tree, handed to a new map or made a session's working tree
+//! ([`CowTree::rebuild`](super::cow::CowTree::rebuild)).
 
 use core::ptr::NonNull;
 

@@ -11,6 +11,7 @@ use core::ptr::NonNull;
 
 use smallvec::SmallVec;
 
+use super::bulk;
 use super::node::{Node, NodeMut, NodeRef, Summary, B, MIN};
 use super::search::{Found, Trail};
 use crate::key::Key;
@@ -291,6 +292,37 @@ impl<'s, K: Key, E> CowTree<'s, K, E> {
         if root.born() == self.session && !root.is_leaf() {
             // SAFETY: born in this session, so unpublished and ours.
             fix(unsafe { NodeMut::from_owned(root.as_ptr()) }, self.session);
+        }
+    }
+
+    /// Replace the whole tree by one built bottom-up over the same entries
+    /// ([`bulk::build`]): evenly filled nodes, born in this session, in the blocks that
+    /// `blocks` hands out next. Each node of the old tree goes as an edit's would: a
+    /// published one to `retired`, one born in this session back to `blocks`. O(n).
+    pub(crate) fn rebuild(&mut self) {
+        let mut items = Vec::new();
+        let mut nodes = Vec::new();
+        let mut todo = vec![self.root()];
+        while let Some(node) = todo.pop() {
+            nodes.push((node.as_ptr(), node.born()));
+            if node.is_leaf() {
+                items.extend((0..node.len()).map(|i| (node.lo(i), node.hi(i), node.entry(i))));
+            } else {
+                // Last child first on the stack, so the leaves come off it in key order.
+                todo.extend((0..node.len()).rev().map(|i| node.child(i)));
+            }
+        }
+        *self.root = bulk::build(&items, self.session, self.blocks);
+        for (node, born) in nodes {
+            if born == self.session {
+                // SAFETY: born in this session, so never published, and unlinked just now
+                // with the whole old tree (the new one is all fresh nodes).
+                unsafe { NodeMut::recycle(node, self.blocks) };
+            } else {
+                // A published node of the working tree, so not yet listed (type invariant),
+                // and unreachable from the new root.
+                self.retired.push(node);
+            }
         }
     }
 

@@ -1,0 +1,129 @@
+//! What a map that shrank gives back to the allocator, counted by a counting global
+//! allocator. One test function: the count is the whole process's.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use rcu_rangemap::RangeMap;
+
+/// The system allocator, counting the bytes allocated and not yet freed.
+struct Counting;
+
+static LIVE: AtomicUsize = AtomicUsize::new(0);
+
+// SAFETY: every call is passed to `System` unchanged; the counter only observes.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        // SAFETY: the caller's contract, passed on.
+        let p = unsafe { System.alloc(layout) };
+        if !p.is_null() {
+            LIVE.fetch_add(layout.size(), Ordering::Relaxed);
+        }
+        p
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
+        // SAFETY: the caller's contract, passed on.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+fn live() -> usize {
+    LIVE.load(Ordering::Relaxed)
+}
+
+/// A xorshift generator: the same sequence on every run.
+fn rng(mut x: u64) -> impl FnMut(u64) -> u64 {
+    move |below| {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x % below
+    }
+}
+
+const N: u64 = 50_000;
+const KEPT: usize = 500;
+
+/// A map of `N` ranges, one inserted per session, of which all but `KEPT` are then removed
+/// one per session in random order. Returns the map, its keys (with room to spare), and
+/// the bytes it held at its largest, counted from `base`.
+fn shrunk(base: usize, next: &mut impl FnMut(u64) -> u64) -> (RangeMap<u64, u64>, Vec<u64>, usize) {
+    let map = RangeMap::new();
+    for i in 0..N {
+        map.write().try_insert(i * 10..i * 10 + 5, i).unwrap();
+    }
+    let peak = live() - base;
+    let mut keys: Vec<u64> = (0..N).collect();
+    for i in (1..keys.len()).rev() {
+        keys.swap(i, next(i as u64 + 1) as usize);
+    }
+    for &k in &keys[KEPT..] {
+        assert_eq!(
+            map.write().remove_entry(k * 10),
+            Some((k * 10..k * 10 + 5, k))
+        );
+    }
+    keys.truncate(KEPT);
+    keys.shrink_to_fit();
+    (map, keys, peak)
+}
+
+fn check(map: &RangeMap<u64, u64>, keys: &[u64]) {
+    assert_eq!(map.len(), keys.len());
+    for &k in keys {
+        let g = map.get(k * 10 + 4).expect("a kept range");
+        assert_eq!((g.range(), *g), (k * 10..k * 10 + 5, k));
+    }
+}
+
+#[test]
+#[cfg_attr(miri, ignore)] // 150,000 sessions
+fn a_map_that_shrank_gives_its_memory_back() {
+    let mut next = rng(0x2545_F491_4F6C_DD1D);
+    let base = live();
+
+    // Kept in use: the sessions that go on pack the blocks and trim the chunks emptied.
+    let (map, mut keys, peak) = shrunk(base, &mut next);
+    let small = live() - base;
+    for _ in 0..10_000 {
+        let i = next(keys.len() as u64) as usize;
+        let mut w = map.write();
+        w.remove_entry(keys[i] * 10).unwrap();
+        let mut k = next(N);
+        while w.get(k * 10).is_some() {
+            k = (k + 1) % N;
+        }
+        w.try_insert(k * 10..k * 10 + 5, k).unwrap();
+        w.commit();
+        keys[i] = k;
+    }
+    check(&map, &keys);
+    let churned = live() - base;
+    assert!(
+        churned * 5 < peak,
+        "a map kept in use holds {churned} B of the {peak} B it grew to ({small} B after shrinking)"
+    );
+    drop((map, keys));
+
+    // Left idle: `shrink_to_fit` moves the survivors down and gives the rest back.
+    let (map, keys, peak) = shrunk(base, &mut next);
+    let before = live() - base;
+    map.shrink_to_fit();
+    check(&map, &keys);
+    let after = live() - base;
+    assert!(
+        after * 25 < peak,
+        "shrink_to_fit left {after} B of the {peak} B the map grew to ({before} B before)"
+    );
+    drop((map, keys));
+    assert!(
+        live() - base < 64 * 1024,
+        "a dropped map left {} B",
+        live() - base
+    );
+}
