@@ -11,7 +11,8 @@
 //! model as it was before the session (a session is atomic for readers). After every
 //! commit the published view is checked in full: `get`, `try_get`, `iter`,
 //! `overlapping` (forwards, backwards and from both ends at once), `gaps`, `find_gap` and
-//! `len`.
+//! `len`. A fifth of the sessions are followed by `RangeMap::shrink_to_fit`, which moves
+//! every entry and rebuilds the tree before those checks.
 //!
 //! Case counts: each test has a default (see `cases`), overridable with the
 //! `PROPTEST_CASES` environment variable; under Miri the default is 4.
@@ -352,6 +353,9 @@ struct Session {
     /// A bulk session (hundreds of ops): check only the keys each op touched, not the
     /// whole view, after each op.
     bulk: bool,
+    /// Call `RangeMap::shrink_to_fit` after the commit (the checks that follow the commit
+    /// then see the moved entries and the rebuilt tree).
+    shrink: bool,
 }
 
 fn sorted(a: u128, b: u128) -> (u128, u128) {
@@ -456,12 +460,14 @@ fn sessions_strategy(pt: BoxedStrategy<u128>, kmax: u128) -> BoxedStrategy<Vec<S
         prop::collection::vec(op_strategy(pt.clone(), kmax), 0..max_ops()),
         prop::collection::vec(query_strategy(pt, kmax), 0..4),
         any::<bool>(),
+        prop::bool::weighted(0.2),
     )
-        .prop_map(|(ops, queries, explicit_commit)| Session {
+        .prop_map(|(ops, queries, explicit_commit, shrink)| Session {
             ops,
             queries,
             explicit_commit,
             bulk: false,
+            shrink,
         });
     prop::collection::vec(session, 1..max_sessions()).boxed()
 }
@@ -493,6 +499,7 @@ fn dense_sessions_strategy() -> BoxedStrategy<Vec<Session>> {
         queries: Vec::new(),
         explicit_commit: true,
         bulk: true,
+        shrink: false,
     });
     (prefill, sessions_strategy(pt, kmax))
         .prop_map(|(p, mut rest)| {
@@ -934,6 +941,9 @@ fn run<K: TestKey>(kmax: u128, sessions: &[Session]) {
             w.commit();
         } else {
             drop(w);
+        }
+        if session.shrink {
+            map.shrink_to_fit();
         }
         check_map(&map, &model, &session.queries);
     }

@@ -1,7 +1,7 @@
 //! `ops`: sessions of every `Writer` operation and every query, against a reference model.
 //!
 //! The input is a list of steps: a writer session (a list of operations, then commit or
-//! drop), a query of the published map, or a `clone` of it. Keys are `u8` (every key collides) or `u16`
+//! drop), a query of the published map, a `clone` of it, or its `shrink_to_fit`. Keys are `u8` (every key collides) or `u16`
 //! decoded into clusters near 0, the middle and `MAX` (see `FKey::decode`).
 //!
 //! Checked after every operation: its result against the model (returned values,
@@ -47,6 +47,9 @@ enum Step {
         a: u16,
         b: u16,
     },
+    /// `RangeMap::shrink_to_fit`: every entry moved and the nodes rebuilt; the published
+    /// view is unchanged.
+    ShrinkToFit,
 }
 
 #[derive(Arbitrary, Debug)]
@@ -214,6 +217,16 @@ fn run<K: FKey>(input: &Input) {
                 }
                 drop(copy);
                 check_published_full(&map, &view);
+            }
+            Step::ShrinkToFit => {
+                map.shrink_to_fit();
+                check_published_full(
+                    &map,
+                    &View {
+                        model: &r.model,
+                        locked: &[],
+                    },
+                );
             }
             Step::Session { ops, commit } => {
                 let before = r.model.clone();
