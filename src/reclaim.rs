@@ -567,11 +567,16 @@ mod tests {
 
     #[test]
     fn a_map_that_shrank_packs_and_trims_early() {
-        let mut b = blocks();
-        let mut taken = fresh_batch(&mut b, 8 * 2048).0;
+        // 1-KiB blocks, 64 to a full chunk: few enough for Miri.
+        let mut b = Blocks::new([
+            Layout::new::<[u64; 128]>(),
+            Layout::new::<[u64; 8]>(),
+            Layout::new::<u64>(),
+        ]);
+        let mut taken = fresh_batch(&mut b, 8 * 64).0;
         let live = chunks(&b);
         // Half given back: not sparse, so the checks within a period change nothing.
-        for r in taken.drain(4 * 2048..) {
+        for r in taken.drain(4 * 64..) {
             // SAFETY: handed out by `b` above, reachable by nobody, plain bytes.
             unsafe { b.put(r) };
         }
@@ -582,7 +587,7 @@ mod tests {
         assert!(!b.packing() && chunks(&b) == live);
         // Seven eighths: the next check starts packing and trims, but the chunks were
         // taken from in this period; the one after gives back those left untouched.
-        for r in taken.drain(1024..) {
+        for r in taken.drain(64..) {
             // SAFETY: as above.
             unsafe { b.put(r) };
         }
@@ -605,7 +610,7 @@ mod tests {
             "{} of {live} chunks kept",
             chunks(&b)
         );
-        assert_eq!(b.classes[0].1.counts().1, 1024);
+        assert_eq!(b.classes[0].1.counts().1, 64);
         for r in taken {
             // SAFETY: as above.
             unsafe { b.put(r) };

@@ -714,7 +714,7 @@ mod tests {
     /// block the moves and the rebuild freed back in the slabs.
     #[test]
     fn shrink_to_fit_leaves_the_shape_of_a_fresh_copy() {
-        let n = if cfg!(miri) { 300 } else { 20_000 };
+        let n = if cfg!(miri) { 160 } else { 20_000 };
         let mut map = RangeMap::<u64, String>::new();
         for i in 0..n {
             map.write()

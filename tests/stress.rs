@@ -916,7 +916,13 @@ impl Boxed {
 /// value: the move waits for it. Entries of the other ranges come and go between rounds.
 #[test]
 fn shrink_to_fit_beside_readers() {
-    let n: u64 = if small() { 300 } else { 20_000 };
+    let n: u64 = if cfg!(miri) {
+        100
+    } else if small() {
+        300
+    } else {
+        20_000
+    };
     let stays = |i: u64| i % 10 == 3;
     let map: RangeMap<u64, Boxed> = RangeMap::new();
     let stop = AtomicBool::new(false);
@@ -961,7 +967,7 @@ fn shrink_to_fit_beside_readers() {
         barrier.wait();
         let start = Instant::now();
         let mut rounds = 0;
-        while !writer_done(rounds, iters(20_000).min(40), start, time_cap(), progress) {
+        while !writer_done(rounds, iters(6_000).min(40), start, time_cap(), progress) {
             rounds += 1;
             // Shrink: the others leave, 64 to a session.
             let mut gone = (0..n).filter(|&i| !stays(i)).peekable();
