@@ -486,7 +486,9 @@ impl<K: Key, V> RangeMap<K, V> {
     /// back; they then come back at a later session); then it gives back the free chunks.
     ///
     /// Deadlock hazard, as for [`write`](Self::write): the calling thread must hold no
-    /// [`Writer`] and no [`ReadGuard`] of this map.
+    /// [`Writer`] and no [`ReadGuard`] of this map. And as for any session that locks many
+    /// entries (see [`Writer`]), a reader that holds a guard while it waits in `get` for
+    /// another entry can deadlock with it: nested lookups should use `try_get`.
     ///
     /// ```
     /// use rcu_rangemap::RangeMap;

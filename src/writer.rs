@@ -721,7 +721,8 @@ mod tests {
                 .try_insert(i * 4..i * 4 + 3, i.to_string())
                 .unwrap();
         }
-        // Keep one in ten, removed one per session (underfull nodes, spread blocks).
+        // Keep one in ten, removing the others 64 to a session (underfull nodes, spread
+        // blocks).
         let mut w = map.write();
         for i in (0..n).filter(|i| i % 10 != 3) {
             w.remove_entry(i * 4).unwrap();
