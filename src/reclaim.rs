@@ -42,8 +42,8 @@
 //! trim ([`Blocks::begin_session`]); every [`SPARSE_CHECK`] sessions while a slab is mostly
 //! free (a map that shrank) and the batches were not slow to come back lately, when the
 //! map also packs, so that its live blocks move down; at once, after moving every entry
-//! and node down, in `RangeMap::shrink_to_fit`; and all of it when the map is dropped. No block is ever freed on its own, so the pool
-//! and the limbo hold only pointers.
+//! and node down, in `RangeMap::shrink_to_fit`; and all of it when the map is dropped. No
+//! block is ever freed on its own, so the pool and the limbo hold only pointers.
 //!
 //! A grace period lasts until every pinned thread has unpinned, so a reader that the
 //! scheduler takes off the CPU in the middle of a lookup holds every block retired after

@@ -424,8 +424,8 @@ impl Slab {
     }
 
     /// Give back to the allocator every chunk whose blocks are all free (the hot stack's
-    /// included) and from whose bitmap no block was taken since the last trim, or every
-    /// such chunk at all if `all`; start a new period.
+    /// included) and, unless `all`, from whose bitmap no block was taken since the last
+    /// trim; start a new period.
     pub(crate) fn trim(&mut self, all: bool) {
         self.cool();
         // Its room too: while a map shrinks, the stack fills up to its cap (256 KiB).
@@ -466,8 +466,9 @@ impl Slab {
 
     /// Whether most of the slab is free: three quarters of its blocks or more (the hot
     /// stack's included), and enough to fill two full-sized chunks. So it is after a map
-    /// shrank. Blocks waiting out a grace period are not free here, so a writer beside
-    /// readers that hold grace periods open does not make its slabs sparse.
+    /// shrank; but also after a flood of blocks that waited out a long grace period came
+    /// back, which is why `Blocks::begin_session` does not act on it within a hold of slow
+    /// batches.
     pub(crate) fn sparse(&self) -> bool {
         let free = self.free_blocks + self.hot.len();
         4 * free >= 3 * self.capacity && free * self.layout.size() >= 2 * self.chunk
@@ -518,13 +519,8 @@ impl core::fmt::Debug for Slab {
         f.debug_struct("Slab")
             .field("layout", &self.layout)
             .field("chunks", &self.chunks.len())
-            .field("cap", &self.capacity)
-            .field("free", &self.free_blocks)
-            .field("hot", &self.hot.capacity())
-            .field(
-                "live",
-                &self.chunks.iter().filter(|c| c.base.is_some()).count(),
-            )
+            .field("blocks", &self.capacity)
+            .field("free", &(self.free_blocks + self.hot.len()))
             .finish_non_exhaustive()
     }
 }
