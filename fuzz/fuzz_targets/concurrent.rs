@@ -23,6 +23,10 @@
 //!   versions of the window is yielded.
 //! - **`gaps`** is exactly the gaps of one version of the window.
 //!
+//! Between sessions the writer may call `shrink_to_fit`, which moves every entry (locking
+//! it, as a session does) and rebuilds the tree without changing the version: the checks
+//! above hold across it.
+//!
 //! At the end (main thread): the map holds the last version, and after the map is dropped
 //! every value ever created (inserted or cloned by a split) has been dropped exactly once,
 //! and never by a reader thread.
@@ -50,6 +54,9 @@ const MAX_SERIALS: usize = 8192;
 #[derive(Arbitrary, Debug)]
 struct Input {
     three_readers: bool,
+    /// Bit `i % 32`: the writer calls `RangeMap::shrink_to_fit` after session `i` (every
+    /// entry moved, the nodes rebuilt; the version readers see does not change).
+    shrink_after: u32,
     initial: Vec<(u8, u8)>,
     sessions: Vec<Vec<WOp>>,
     reads: [Vec<ROp>; 3],
@@ -315,6 +322,9 @@ fn run(input: &Input) {
             }
             w.commit();
             committed.store(i + 1, Ordering::Release);
+            if input.shrink_after >> (i % 32) & 1 == 1 {
+                map.shrink_to_fit();
+            }
         }
         done.store(true, Ordering::Release);
         // Join explicitly: the scope's implicit join returns once the closures are done,
