@@ -729,6 +729,38 @@ impl Allocator for VmAlloc {
     }
 }
 
+/// Not an allocator: the floor that W4-scaling is read against. An unlocked std `BTreeMap`
+/// keyed by start that, per step, removes the random allocation and inserts the same range
+/// again (whatever size was asked for): the two tree edits of a step at the same N, with no
+/// search, no copy, no lock. How its cost grows from N = 1k to 100k is what the machine's
+/// caches make two O(log n) edits cost.
+#[derive(Default)]
+pub struct FloorAlloc {
+    map: std::collections::BTreeMap<u64, u64>,
+    freed: Option<Range<u64>>,
+}
+
+impl Allocator for FloorAlloc {
+    const NAME: &'static str = "BTreeMap (no lock): remove + re-insert, no search";
+    fn build(_space: Range<u64>, taken: &[Range<u64>]) -> Self {
+        FloorAlloc {
+            map: taken.iter().map(|r| (r.start, r.end)).collect(),
+            freed: None,
+        }
+    }
+    fn alloc(&mut self, _size: u64) -> Option<Range<u64>> {
+        let r = self.freed.take()?;
+        let was = self.map.insert(r.start, r.end);
+        debug_assert!(was.is_none());
+        Some(r)
+    }
+    fn free(&mut self, r: Range<u64>) {
+        let end = self.map.remove(&r.start);
+        debug_assert_eq!(end, Some(r.end));
+        self.freed = Some(r);
+    }
+}
+
 /// The W4 setup: `n` live allocations of 1–16 pages with gaps of 0–16 pages (the
 /// fragmented lower half of the space) and an equally large free upper half.
 pub fn alloc_setup(n: usize, seed: u64) -> (Range<u64>, Vec<Range<u64>>) {

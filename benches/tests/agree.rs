@@ -158,3 +158,19 @@ fn allocators_agree() {
             .all(|r| r.start % PAGE == 0 && r.end % PAGE == 0));
     }
 }
+
+/// The W4 floor allocates nothing: each step must give back exactly the range it freed, so
+/// that it edits a tree of N ranges at every step, as the allocators do.
+#[test]
+fn the_w4_floor_reinserts_what_it_freed() {
+    let (space, taken) = alloc_setup(500, 31);
+    let mut floor = FloorAlloc::build(space, &taken);
+    let mut churn = AllocChurn::new(taken.clone(), 32);
+    for _ in 0..2000 {
+        let back = churn.step(&mut floor);
+        assert!(taken.contains(&back), "the floor made up {back:?}");
+    }
+    let mut live = churn.live.clone();
+    live.sort_by_key(|r| r.start);
+    assert_eq!(live, taken, "the floor lost or duplicated a range");
+}

@@ -14,7 +14,7 @@
 //! profile empty-session COUNT           COUNT empty writer sessions of rcu_rangemap
 //!   STRUCT: ours pinned floor stdrw plrw swap scc skip rangemap concread
 //!           (pinned: ours read under one pin per 64 lookups)
-//!   ALLOC:  ours crate vm
+//!   ALLOC:  ours crate vm floor (BTreeMap: remove + re-insert, no search)
 //! ```
 //!
 //! Each measured loop is a separate non-inlined function named `measured_*`, so callgrind
@@ -196,6 +196,7 @@ fn main() {
                 Some("ours") => alloc::<OursAlloc>(n, count),
                 Some("crate") => alloc::<OursAddressAllocator>(n, count),
                 Some("vm") => alloc::<VmAlloc>(n, count),
+                Some("floor") => alloc::<FloorAlloc>(n, count),
                 _ => usage("unknown allocator"),
             }
         }
