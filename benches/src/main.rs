@@ -1511,17 +1511,15 @@ fn report(b: &Bench, info: &RunInfo) -> String {
     if !missed.is_empty() {
         let _ = writeln!(s, "\n### Missed targets, one by one\n");
         for t in missed {
-            let why = notes
-                .get(t.id)
-                .map(|x| x.lines().map(str::trim).collect::<Vec<_>>().join(" "))
-                .unwrap_or_else(|| {
-                    "No profile recorded for this target yet (add a `### id` section to \
-                     `benches/analysis.md`)."
-                        .into()
-                });
+            // The section as written (paragraphs and tables), under a heading of its own.
+            let why = notes.get(t.id).map_or(
+                "No profile recorded for this target yet (add a `### id` section to \
+                 `benches/analysis.md`).",
+                |x| x.trim(),
+            );
             let _ = writeln!(
                 s,
-                "- **{}** ({}, ratio {}): {}\n",
+                "#### {}\n\n{}, ratio {}.\n\n{}\n",
                 t.id,
                 t.what,
                 t.ratio.map_or("—".into(), |r| format!("{r:.2}")),
