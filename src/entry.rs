@@ -185,6 +185,14 @@ impl<'a, K: Key, V> ReadGuard<'a, K, V> {
     }
 
     /// The range of the entry.
+    ///
+    /// ```
+    /// use rcu_rangemap::RangeMap;
+    ///
+    /// let map = RangeMap::<u64, ()>::new();
+    /// map.write().insert(0x1000..0x2000, ());
+    /// assert_eq!(map.get(0x1234).unwrap().range(), 0x1000..0x2000);
+    /// ```
     pub fn range(&self) -> Range<K> {
         self.lo..self.hi
     }

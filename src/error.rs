@@ -6,6 +6,19 @@ use core::ops::Range;
 use crate::key::Key;
 
 /// Why [`RangeMap::try_get`](crate::RangeMap::try_get) answered without a guard.
+///
+/// ```
+/// use rcu_rangemap::{RangeMap, TryGetError};
+///
+/// let map = RangeMap::<u32, u8>::new();
+/// map.write().insert(0..10, 1);
+/// assert_eq!(map.try_get(10).unwrap_err(), TryGetError::Vacant);
+/// let mut w = map.write();
+/// w.get_mut(5); // the session write-locks the entry
+/// assert_eq!(map.try_get(5).unwrap_err(), TryGetError::Locked);
+/// w.commit();
+/// assert_eq!(*map.try_get(5).unwrap(), 1);
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum TryGetError {
@@ -31,6 +44,17 @@ impl fmt::Display for TryGetError {
 impl std::error::Error for TryGetError {}
 
 /// Why an insertion was refused.
+///
+/// ```
+/// use rcu_rangemap::{InsertErrorKind, RangeMap};
+///
+/// let map = RangeMap::<u32, ()>::new();
+/// let mut w = map.write();
+/// assert_eq!(w.try_insert(5..5, ()).unwrap_err().kind(), &InsertErrorKind::InvalidRange);
+/// w.try_insert(0..10, ()).unwrap();
+/// let err = w.try_insert(8..12, ()).unwrap_err();
+/// assert_eq!(err.kind(), &InsertErrorKind::Occupied { existing: 0..10 });
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum InsertErrorKind<K> {
@@ -68,16 +92,44 @@ impl<K: Key, V> InsertError<K, V> {
     }
 
     /// Why the insertion was refused.
+    ///
+    /// ```
+    /// use rcu_rangemap::{InsertErrorKind, RangeMap};
+    ///
+    /// let map = RangeMap::<u32, ()>::new();
+    /// let mut w = map.write();
+    /// let err = w.try_insert(9..3, ()).unwrap_err();
+    /// assert_eq!(err.kind(), &InsertErrorKind::InvalidRange);
+    /// ```
     pub fn kind(&self) -> &InsertErrorKind<K> {
         &self.kind
     }
 
     /// The range that was asked for.
+    ///
+    /// ```
+    /// use rcu_rangemap::RangeMap;
+    ///
+    /// let map = RangeMap::<u32, ()>::new();
+    /// let mut w = map.write();
+    /// w.insert(0..10, ());
+    /// assert_eq!(w.try_insert(5..15, ()).unwrap_err().range(), 5..15);
+    /// ```
     pub fn range(&self) -> Range<K> {
         self.range.clone()
     }
 
     /// The value, handed back unchanged.
+    ///
+    /// ```
+    /// use rcu_rangemap::RangeMap;
+    ///
+    /// let map = RangeMap::<u32, Vec<u8>>::new();
+    /// let mut w = map.write();
+    /// w.insert(0..10, vec![1]);
+    /// let back = w.try_insert(0..1, vec![2, 3]).unwrap_err().into_value();
+    /// assert_eq!(back, [2, 3]); // nothing is lost on a refusal
+    /// ```
     pub fn into_value(self) -> V {
         self.value
     }

@@ -32,6 +32,17 @@ use crate::writer::{Scratch, Writer};
 pub(crate) type TreeNode<K, V> = Node<K, Entry<K, V>>;
 
 /// Which end of the free space [`RangeMap::find_gap`] takes.
+///
+/// ```
+/// use rcu_rangemap::{Fit, RangeMap};
+///
+/// let map = RangeMap::<u64, ()>::new();
+/// map.write().insert(0x3000..0x5000, ());
+/// // Free within 0..0x10000: 0..0x3000 and 0x5000..0x10000.
+/// let (size, align) = (0x1000, 0x1000);
+/// assert_eq!(map.find_gap(0..0x10000, size, align, Fit::Lowest), Some(0..0x1000));
+/// assert_eq!(map.find_gap(0..0x10000, size, align, Fit::Highest), Some(0xf000..0x10000));
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Fit {
     /// The lowest aligned place that fits (first fit).
@@ -67,6 +78,25 @@ pub enum Fit {
 /// move while it lives, so a chunk with a surviving entry stays;
 /// [`shrink_to_fit`](Self::shrink_to_fit) moves them all, and gives back every free chunk
 /// at once. Everything is freed with the map.
+///
+/// ```
+/// use rcu_rangemap::RangeMap;
+///
+/// let map = RangeMap::<u64, String>::new();
+/// map.write().insert(0x1000..0x3000, "text".to_string());
+/// std::thread::scope(|s| {
+///     s.spawn(|| {
+///         // A reader: no map-wide lock; the guard read-locks this one entry.
+///         let g = map.get(0x2fff).expect("mapped");
+///         assert_eq!((g.range(), g.as_str()), (0x1000..0x3000, "text"));
+///     });
+///     // A writer session beside it: readers see all of a session or none of it.
+///     let mut w = map.write();
+///     w.insert(0x3000..0x4000, "data".to_string());
+///     w.commit();
+/// });
+/// assert_eq!(map.len(), 2);
+/// ```
 //
 // Invariant: `scratch` is read and written only by the writer session that holds
 // `writers` exclusively (through `scratch_ptr`, never past its unlock), or through
@@ -462,6 +492,18 @@ impl<K: Key, V> RangeMap<K, V> {
     /// Changes made through the [`Writer`] are published together when it is committed or
     /// dropped; until then readers see the previous version, except that entries the
     /// session has locked (see [`Writer`]) are waited for by `get` and refused by `try_get`.
+    ///
+    /// ```
+    /// use rcu_rangemap::RangeMap;
+    ///
+    /// let map = RangeMap::<u32, u8>::new();
+    /// let mut w = map.write();
+    /// w.insert(0..4, 1);
+    /// w.insert(4..8, 2);
+    /// assert!(map.is_empty()); // readers see nothing of the session before its commit
+    /// w.commit();
+    /// assert_eq!(map.len(), 2);
+    /// ```
     pub fn write(&self) -> Writer<'_, K, V> {
         Writer::new(self)
     }
@@ -541,12 +583,30 @@ impl<K: Key, V> RangeMap<K, V> {
     }
 
     /// Number of entries in the published version. O(1).
+    ///
+    /// ```
+    /// use rcu_rangemap::RangeMap;
+    ///
+    /// let map = RangeMap::<u8, ()>::new();
+    /// assert_eq!(map.len(), 0);
+    /// map.write().insert(1..3, ());
+    /// assert_eq!(map.len(), 1);
+    /// ```
     pub fn len(&self) -> usize {
         // Relaxed: a standalone count (see `publish`).
         self.len.load(Ordering::Relaxed)
     }
 
     /// Whether the published version has no entries. O(1).
+    ///
+    /// ```
+    /// use rcu_rangemap::RangeMap;
+    ///
+    /// let map = RangeMap::<u8, ()>::new();
+    /// assert!(map.is_empty());
+    /// map.write().insert(1..3, ());
+    /// assert!(!map.is_empty());
+    /// ```
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
@@ -588,6 +648,19 @@ impl<K: Key, V> RangeMap<K, V> {
 
     /// All entries in key order (double-ended), each read-locked when yielded; see
     /// [`overlapping`](Self::overlapping).
+    ///
+    /// ```
+    /// use rcu_rangemap::RangeMap;
+    ///
+    /// let map = RangeMap::<u16, char>::new();
+    /// let mut w = map.write();
+    /// w.insert(20..30, 'b');
+    /// w.insert(0..10, 'a');
+    /// w.commit();
+    /// let all: Vec<_> = map.iter().map(|g| (g.range(), *g)).collect();
+    /// assert_eq!(all, [(0..10, 'a'), (20..30, 'b')]);
+    /// assert_eq!(map.iter().next_back().map(|g| *g), Some('b'));
+    /// ```
     pub fn iter(&self) -> Overlapping<'_, K, V> {
         self.overlapping(K::ZERO..K::MAX)
     }
@@ -769,6 +842,17 @@ impl<K: Key, V> Drop for RangeMap<K, V> {
 /// Iterator over entries overlapping a range, from [`RangeMap::overlapping`] and
 /// [`RangeMap::iter`]. Yields read-locked [`ReadGuard`]s, in key order from the front and
 /// in reverse from the back.
+///
+/// ```
+/// use rcu_rangemap::RangeMap;
+///
+/// let map = RangeMap::<u32, u32>::new();
+/// map.write().insert(0..10, 7);
+/// let mut it = map.overlapping(5..50);
+/// let g = it.next().expect("0..10 overlaps 5..50");
+/// assert_eq!((g.range(), *g), (0..10, 7));
+/// assert!(it.next().is_none());
+/// ```
 pub struct Overlapping<'a, K: Key, V> {
     map: &'a RangeMap<K, V>,
     /// Entries yielded from the front ended at or before this.
@@ -829,6 +913,16 @@ impl<K: Key, V> fmt::Debug for Overlapping<'_, K, V> {
 }
 
 /// Iterator over free ranges, from [`RangeMap::gaps`]: one consistent snapshot.
+///
+/// ```
+/// use rcu_rangemap::RangeMap;
+///
+/// let map = RangeMap::<u32, ()>::new();
+/// map.write().insert(10..20, ());
+/// let free: Vec<_> = map.gaps(0..30).collect();
+/// assert_eq!(free, [0..10, 20..30]);
+/// assert_eq!(map.gaps(0..30).rev().next(), Some(20..30));
+/// ```
 #[derive(Clone, Debug)]
 pub struct Gaps<K> {
     inner: std::vec::IntoIter<Range<K>>,

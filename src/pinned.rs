@@ -53,6 +53,16 @@ pub struct EpochPin {
 
 impl EpochPin {
     /// Pin the current thread (one full memory fence, or less if it is pinned already).
+    ///
+    /// ```
+    /// use rcu_rangemap::{EpochPin, RangeMap};
+    ///
+    /// let map = RangeMap::<u32, u32>::new();
+    /// map.write().insert(0..100, 1);
+    /// let pin = EpochPin::new();
+    /// let sum: u32 = (0..100).map(|k| *map.get_pinned(k, &pin).unwrap()).sum();
+    /// assert_eq!(sum, 100);
+    /// ```
     pub fn new() -> Self {
         EpochPin {
             guard: reclaim::pin(),
@@ -64,6 +74,19 @@ impl EpochPin {
     /// fence is needed, only a load and at most one store. Guards looked up before stay
     /// valid. If the thread holds another pin (a second `EpochPin`, or any other
     /// crossbeam-epoch guard), nothing changes.
+    ///
+    /// ```
+    /// use rcu_rangemap::{EpochPin, RangeMap};
+    ///
+    /// let map = RangeMap::<u32, u32>::new();
+    /// map.write().insert(0..10, 1);
+    /// let mut pin = EpochPin::new();
+    /// for key in 0..3 {
+    ///     let g = map.get_pinned(key, &pin).unwrap();
+    ///     pin.repin(); // memory retired meanwhile may now be reclaimed
+    ///     assert_eq!(*g, 1); // and the guard stays valid
+    /// }
+    /// ```
     pub fn repin(&mut self) {
         self.guard.repin();
     }
@@ -116,6 +139,16 @@ impl<'a, K: Key, V> Pinned<'a, K, V> {
 
     /// The entry holding `key`, read-locked: [`RangeMap::get_pinned`] under this pin.
     /// The guard borrows the map, not this handle. O(log n).
+    ///
+    /// ```
+    /// use rcu_rangemap::RangeMap;
+    ///
+    /// let map = RangeMap::<u32, char>::new();
+    /// map.write().insert(10..20, 'x');
+    /// let pinned = map.pin();
+    /// let found: String = (0..30).filter_map(|k| pinned.get(k)).map(|g| *g).collect();
+    /// assert_eq!(found, "x".repeat(10));
+    /// ```
     #[inline]
     pub fn get(&self, key: K) -> Option<ReadGuard<'a, K, V>> {
         self.map.get_pinned(key, &self.pin)
@@ -125,17 +158,46 @@ impl<'a, K: Key, V> Pinned<'a, K, V> {
     ///
     /// # Errors
     /// As [`RangeMap::try_get`].
+    ///
+    /// ```
+    /// use rcu_rangemap::{RangeMap, TryGetError};
+    ///
+    /// let map = RangeMap::<u32, char>::new();
+    /// map.write().insert(10..20, 'x');
+    /// let pinned = map.pin();
+    /// assert_eq!(*pinned.try_get(10).unwrap(), 'x');
+    /// assert_eq!(pinned.try_get(9).unwrap_err(), TryGetError::Vacant);
+    /// ```
     #[inline]
     pub fn try_get(&self, key: K) -> Result<ReadGuard<'a, K, V>, TryGetError> {
         self.map.try_get_pinned(key, &self.pin)
     }
 
     /// [`EpochPin::repin`].
+    ///
+    /// ```
+    /// use rcu_rangemap::RangeMap;
+    ///
+    /// let map = RangeMap::<u32, u8>::new();
+    /// map.write().insert(0..10, 1);
+    /// let mut pinned = map.pin();
+    /// assert!(pinned.get(5).is_some());
+    /// pinned.repin();
+    /// assert!(pinned.get(5).is_some());
+    /// ```
     pub fn repin(&mut self) {
         self.pin.repin();
     }
 
     /// The map this handle reads.
+    ///
+    /// ```
+    /// use rcu_rangemap::RangeMap;
+    ///
+    /// let map = RangeMap::<u32, u8>::new();
+    /// let pinned = map.pin();
+    /// assert!(std::ptr::eq(pinned.map(), &map));
+    /// ```
     pub fn map(&self) -> &'a RangeMap<K, V> {
         self.map
     }

@@ -19,6 +19,17 @@ const SHARDS: usize = 16;
 /// readers, so a snapshot taken under load is approximate. They are kept without atomic
 /// read-modify-writes (so they cost the lookup nothing measurable): exact while at most
 /// 16 threads have used the map, a lower bound beyond.
+///
+/// ```
+/// use rcu_rangemap::RangeMap;
+///
+/// let map = RangeMap::<u32, u8>::new();
+/// map.write().insert(0..10, 1);
+/// let _hit = map.get(3);
+/// let _miss = map.get(30);
+/// let s = map.stats();
+/// assert_eq!((s.success, s.miss), (1, 1));
+/// ```
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub struct Stats {

@@ -187,11 +187,30 @@ impl<'a, K: Key, V> Writer<'a, K, V> {
     }
 
     /// Number of entries in the session's view.
+    ///
+    /// ```
+    /// use rcu_rangemap::RangeMap;
+    ///
+    /// let map = RangeMap::<u32, ()>::new();
+    /// let mut w = map.write();
+    /// w.insert(0..5, ());
+    /// assert_eq!((w.len(), map.len()), (1, 0)); // the session sees its own insert
+    /// ```
     pub fn len(&self) -> usize {
         self.len
     }
 
     /// Whether the session's view has no entries.
+    ///
+    /// ```
+    /// use rcu_rangemap::RangeMap;
+    ///
+    /// let map = RangeMap::<u32, ()>::new();
+    /// map.write().insert(0..5, ());
+    /// let mut w = map.write();
+    /// w.remove(0..5);
+    /// assert!(w.is_empty() && !map.is_empty()); // until the commit
+    /// ```
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }
@@ -276,6 +295,18 @@ impl<'a, K: Key, V> Writer<'a, K, V> {
     /// # Panics
     /// If `range` is empty or reversed (use [`try_insert`](Self::try_insert) for an error
     /// value instead).
+    ///
+    /// ```
+    /// use rcu_rangemap::RangeMap;
+    ///
+    /// let map = RangeMap::<u32, &str>::new();
+    /// let mut w = map.write();
+    /// w.insert(0..30, "old");
+    /// let displaced = w.insert(10..20, "new");
+    /// assert_eq!(displaced.into_vec(), [(10..20, "old")]);
+    /// let all: Vec<_> = w.overlapping(0..30).map(|(r, v)| (r, *v)).collect();
+    /// assert_eq!(all, [(0..10, "old"), (10..20, "new"), (20..30, "old")]);
+    /// ```
     pub fn insert(&mut self, range: Range<K>, value: V) -> Displaced<K, V>
     where
         V: Clone,
@@ -347,6 +378,20 @@ impl<'a, K: Key, V> Writer<'a, K, V> {
     ///
     /// # Panics
     /// If `range` is reversed.
+    ///
+    /// ```
+    /// use rcu_rangemap::RangeMap;
+    ///
+    /// // A file mapping: the value is the file offset of the range's first key.
+    /// let map = RangeMap::<u64, u64>::new();
+    /// let mut w = map.write();
+    /// w.insert(0x1000..0x5000, 0);
+    /// let split = |off: &mut u64, whole: std::ops::Range<u64>, at: u64| *off + (at - whole.start);
+    /// let gone = w.remove_with(0x2000..0x3000, split);
+    /// assert_eq!(gone.into_vec(), [(0x2000..0x3000, 0x1000)]);
+    /// assert_eq!(w.get(0x1000), Some((0x1000..0x2000, &0)));
+    /// assert_eq!(w.get(0x3000), Some((0x3000..0x5000, &0x2000)));
+    /// ```
     pub fn remove_with<F>(&mut self, range: Range<K>, mut split: F) -> Displaced<K, V>
     where
         F: FnMut(&mut V, Range<K>, K) -> V,
@@ -450,6 +495,17 @@ impl<'a, K: Key, V> Writer<'a, K, V> {
 
     /// The entry holding `key` in the session's view (its own changes included). Does not
     /// lock the entry. O(log n).
+    ///
+    /// ```
+    /// use rcu_rangemap::RangeMap;
+    ///
+    /// let map = RangeMap::<u32, char>::new();
+    /// let mut w = map.write();
+    /// w.insert(0..10, 'a');
+    /// assert_eq!(w.get(9), Some((0..10, &'a')));
+    /// assert_eq!(w.get(10), None);
+    /// assert!(map.get(9).is_none()); // not published yet
+    /// ```
     pub fn get(&self, key: K) -> Option<(Range<K>, &V)> {
         let f = self.find(key)?;
         // SAFETY: the entry is in the working tree, so attached with an initialised value;
@@ -485,12 +541,38 @@ impl<'a, K: Key, V> Writer<'a, K, V> {
     ///
     /// # Panics
     /// If `size` is zero or `align` is not a power of two.
+    ///
+    /// ```
+    /// use rcu_rangemap::{Fit, RangeMap};
+    ///
+    /// // Allocate in one session: find a place, then take it.
+    /// let map = RangeMap::<u64, &str>::new();
+    /// let mut w = map.write();
+    /// w.insert(0..0x1000, "reserved");
+    /// let at = w.find_gap(0..0x10000, 0x2000, 0x2000, Fit::Lowest).expect("room");
+    /// assert_eq!(at, 0x2000..0x4000);
+    /// w.try_insert(at, "mine").expect("the gap is free");
+    /// w.commit();
+    /// assert_eq!(*map.get(0x3fff).unwrap(), "mine");
+    /// ```
     pub fn find_gap(&self, within: Range<K>, size: K, align: K, fit: Fit) -> Option<Range<K>> {
         gap::find_gap(self.root(), want(within, size, align), fit)
     }
 
     /// Entries of the session's view overlapping `range`, in key order (no locking); nothing
     /// for an empty or reversed range.
+    ///
+    /// ```
+    /// use rcu_rangemap::RangeMap;
+    ///
+    /// let map = RangeMap::<u32, u8>::new();
+    /// let mut w = map.write();
+    /// w.insert(0..10, 1);
+    /// w.insert(10..20, 2);
+    /// w.insert(30..40, 3);
+    /// let hit: Vec<_> = w.overlapping(5..31).map(|(r, v)| (r, *v)).collect();
+    /// assert_eq!(hit, [(0..10, 1), (10..20, 2), (30..40, 3)]);
+    /// ```
     pub fn overlapping(&self, range: Range<K>) -> impl Iterator<Item = (Range<K>, &V)> + '_ {
         let mut v: Vec<(Range<K>, &V)> = Vec::new();
         search::for_each_overlapping(self.root(), range.start, range.end, &mut |f| {
@@ -565,6 +647,21 @@ impl<'a, K: Key, V> Writer<'a, K, V> {
 
     /// Publish the session: one atomic root store, then every entry it locked becomes
     /// readable. Same as dropping the writer.
+    ///
+    /// ```
+    /// use rcu_rangemap::RangeMap;
+    ///
+    /// let map = RangeMap::<u32, u8>::new();
+    /// let mut w = map.write();
+    /// w.insert(0..10, 1);
+    /// w.commit();
+    /// assert_eq!(*map.get(3).unwrap(), 1);
+    /// {
+    ///     let mut w = map.write();
+    ///     w.insert(10..20, 2);
+    /// } // dropped: committed all the same
+    /// assert_eq!(map.len(), 2);
+    /// ```
     pub fn commit(self) {}
 }
 
@@ -632,6 +729,20 @@ impl<K: Key, V> fmt::Debug for Writer<'_, K, V> {
 
 /// The pieces an overwrite or removal displaced, in key order; the caller owns (and
 /// drops) them. Derefs to a slice; iterate by value with `into_iter`.
+///
+/// ```
+/// use rcu_rangemap::RangeMap;
+///
+/// let map = RangeMap::<u32, char>::new();
+/// let mut w = map.write();
+/// w.insert(0..10, 'a');
+/// w.insert(10..20, 'b');
+/// let cut = w.insert(5..15, 'c');
+/// assert_eq!(cut.len(), 2); // a slice of (range, value)
+/// assert_eq!(cut[0], (5..10, 'a'));
+/// let (ranges, values): (Vec<_>, Vec<_>) = cut.into_iter().unzip();
+/// assert_eq!((ranges, values), (vec![5..10, 10..15], vec!['a', 'b']));
+/// ```
 pub struct Displaced<K, V> {
     items: SmallVec<[(Range<K>, V); 2]>,
 }
@@ -646,6 +757,15 @@ impl<K, V> Default for Displaced<K, V> {
 
 impl<K, V> Displaced<K, V> {
     /// The pieces as a `Vec`.
+    ///
+    /// ```
+    /// use rcu_rangemap::RangeMap;
+    ///
+    /// let map = RangeMap::<u32, u8>::new();
+    /// let mut w = map.write();
+    /// w.insert(0..10, 1);
+    /// assert_eq!(w.remove(0..4).into_vec(), vec![(0..4, 1)]);
+    /// ```
     pub fn into_vec(self) -> Vec<(Range<K>, V)> {
         self.items.into_vec()
     }
@@ -675,6 +795,19 @@ impl<K: fmt::Debug, V: fmt::Debug> fmt::Debug for Displaced<K, V> {
 }
 
 /// By-value iterator over [`Displaced`] pieces.
+///
+/// ```
+/// use rcu_rangemap::RangeMap;
+///
+/// let map = RangeMap::<u32, u8>::new();
+/// let mut w = map.write();
+/// w.insert(0..10, 1);
+/// w.insert(10..20, 2);
+/// let mut it = w.remove(0..20).into_iter();
+/// assert_eq!(it.len(), 2);
+/// assert_eq!(it.next_back(), Some((10..20, 2)));
+/// assert_eq!(it.next(), Some((0..10, 1)));
+/// ```
 pub struct DisplacedIter<K, V> {
     inner: smallvec::IntoIter<[(Range<K>, V); 2]>,
 }
