@@ -740,6 +740,13 @@ pub struct FloorAlloc {
     freed: Option<Range<u64>>,
 }
 
+impl FloorAlloc {
+    /// The ranges in its tree, in order.
+    pub fn ranges(&self) -> Vec<Range<u64>> {
+        self.map.iter().map(|(&s, &e)| s..e).collect()
+    }
+}
+
 impl Allocator for FloorAlloc {
     const NAME: &'static str = "BTreeMap (no lock): remove + re-insert, no search";
     fn build(_space: Range<u64>, taken: &[Range<u64>]) -> Self {

@@ -173,4 +173,9 @@ fn the_w4_floor_reinserts_what_it_freed() {
     let mut live = churn.live.clone();
     live.sort_by_key(|r| r.start);
     assert_eq!(live, taken, "the floor lost or duplicated a range");
+    assert_eq!(
+        floor.ranges(),
+        taken,
+        "the floor's tree differs from what it handed out"
+    );
 }
