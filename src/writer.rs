@@ -865,9 +865,23 @@ mod tests {
             }
         }
         w.commit();
-        let fresh = map.clone();
+        let fresh = {
+            let mut f = map.clone();
+            f.usage()
+        };
         let before = map.usage();
-        map.shrink_to_fit();
+        // `settle` waits a bounded number of rounds for the freed blocks' grace periods.
+        // Other tests' threads share crossbeam's collector, and one that stays pinned can
+        // outlast those rounds (seen under ASan); the blocks then come back at a later
+        // call, as the docs say. A call that never settles (no `settle`, or a rebuild
+        // that leaves blocks in flight) still fails: its last rebuild's blocks stay out.
+        for _ in 0..8 {
+            map.shrink_to_fit();
+            let after = map.usage();
+            if (0..3).all(|class| after[class].1 <= fresh[class].1 + 1) {
+                break;
+            }
+        }
         assert_eq!(map.check_published(), n as usize / 10);
         let kept: Vec<_> = map.iter().map(|g| (g.range(), g.clone())).collect();
         let want: Vec<_> = (0..n)
@@ -875,10 +889,7 @@ mod tests {
             .map(|i| (i * 4..i * 4 + 3, i.to_string()))
             .collect();
         assert_eq!(kept, want);
-        let (after, fresh) = (map.usage(), {
-            let mut f = fresh;
-            f.usage()
-        });
+        let after = map.usage();
         for class in 0..3 {
             assert_eq!(
                 after[class].0, fresh[class].0,
