@@ -62,22 +62,23 @@ pub enum Fit {
 /// Memory: a `u64`-valued map takes about 61 bytes per range (a 24-byte entry and its share
 /// of 384-byte leaves). A map allocates its nodes and entries from its own chunks (4 KiB
 /// first, each next one twice the last, up to 64 KiB), one stream per block size, and
-/// never frees a block on its own: a block a session
-/// replaces is reused, once no reader can reach it, by later sessions. Retired blocks wait
+/// never frees a block on its own: a block a session replaces is reused, once no reader
+/// can reach it, by later sessions. Retired blocks wait
 /// to be handed to the epoch collector together: 64, or up to 1,024 (plus one session's)
 /// while earlier batches are slow to come back; from then on, for 65,536 sessions, the map
 /// reuses the lowest free block first, so its live blocks stay packed on few pages. Chunks
 /// go back to the allocator when all their blocks are free: every 65,536 sessions, those
-/// from which no block was taken in lowest-first order since the last check. So a map whose
-/// writer ran flat out beside readers that lost the CPU while pinned (which holds back every
-/// block retired meanwhile) keeps its free chunks until 65,536 more sessions have run. A
-/// map that shrank (three quarters of a block size's blocks free, and at least 128 KiB of
-/// them) checks every 1,024 sessions instead, unless its batches were slow to come back
-/// within the last 65,536 sessions, and reuses the lowest free block first, so that the
-/// blocks it copies or allocates move down and the chunks above empty. An entry does not
-/// move while it lives, so a chunk with a surviving entry stays;
-/// [`shrink_to_fit`](Self::shrink_to_fit) moves them all, and gives back every free chunk
-/// at once. Everything is freed with the map.
+/// from which no block was taken in lowest-first order since the last check. A map that is
+/// mostly free (three quarters of a block size's blocks, and at least 128 KiB of them:
+/// it shrank, or a flood of returning blocks left it so) checks every 1,024 sessions
+/// instead, and reuses the lowest free block first, so that the blocks it copies or
+/// allocates move down and the chunks above empty. It waits 16,384 sessions after its
+/// batches were last slow to come back (readers that lost the CPU while pinned hold back
+/// every block retired meanwhile, which then returns in a flood), and twice as long after
+/// each flood that followed such a check, up to 65,536, since the next flood would take the
+/// chunks again. An entry does not move while it lives, so a chunk with a surviving entry
+/// stays; [`shrink_to_fit`](Self::shrink_to_fit) moves them all, and gives back every free
+/// chunk at once. Everything is freed with the map.
 ///
 /// ```
 /// use rcu_rangemap::RangeMap;

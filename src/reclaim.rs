@@ -40,9 +40,11 @@
 //! goes back to the allocator a chunk at a time: every [`TRIM_PERIOD`] sessions, the
 //! chunks whose blocks are all free and were not handed out lowest-first since the last
 //! trim ([`Blocks::begin_session`]); every [`SPARSE_CHECK`] sessions while a slab is mostly
-//! free (a map that shrank) and the batches were not slow to come back lately, when the
-//! map also packs, so that its live blocks move down; at once, after moving every entry
-//! and node down, in `RangeMap::shrink_to_fit`; and all of it when the map is dropped. No
+//! free (a map that shrank, or that a flood left so) and the batches were not slow to come
+//! back within the hold (from [`MIN_HOLD`] sessions, longer while floods keep following
+//! early trims), when the map also packs, so that its live blocks move down; at once,
+//! after moving every entry and node down, in `RangeMap::shrink_to_fit`; and all of it
+//! when the map is dropped. No
 //! block is ever freed on its own, so the pool and the limbo hold only pointers.
 //!
 //! A grace period lasts until every pinned thread has unpinned, so a reader that the
@@ -101,6 +103,16 @@ const PACK_HOLD: u32 = 1 << 16;
 /// span many floods of returning blocks at full session rate (about 0.1 s at 600,000
 /// sessions a second), so a chunk that each flood fills is never trimmed.
 const TRIM_PERIOD: u32 = 1 << 16;
+/// The shortest hold on early trims after a hand-over found the batches slow
+/// ([`Blocks::adapt_batch`]): what a map that made one flood and went quiet waits before it
+/// gives the flood's chunks back (with a fixed hold of [`PACK_HOLD`], a map that kept 500
+/// of 50,000 ranges held 101 MB of a flood 49,152 sessions later; `tests/memory.rs`). Each
+/// flood that comes after an early trim doubles the hold, up to [`PACK_HOLD`]; a trim
+/// period that ends more than a hold after the last flood resets it. In the runner's W2,
+/// where floods come every few thousand sessions, a hold of 4,096 let 1 – 7 early trims
+/// through per run and more chunks were allocated again; at this length none were
+/// (`benches/analysis.md`, "A shorter hold after a flood").
+const MIN_HOLD: u32 = 1 << 14;
 /// Sessions between two looks at whether a slab is mostly free ([`Blocks::begin_session`]):
 /// a trim then gives back the chunks left untouched since the look before.
 const SPARSE_CHECK: u32 = 1 << 10;
@@ -303,9 +315,11 @@ impl core::fmt::Debug for Recycler {
 ///   every chunk, whatever the limbo and the pool still list;
 /// - `taken` and `spare` are empty lists kept for their capacity.
 ///
-/// (`limbo_at_begin`, `in_flight`, `batch` and `packing_left` only pace the hand-overs and
-/// choose the reuse order: no safety argument rests on them, and a wrong count could only
-/// make a batch hand over early or late, or a block be reused in another order.)
+/// (`limbo_at_begin`, `in_flight`, `batch`, `packing_left`, `slow_left`, `hold`,
+/// `trimmed_early` and `sessions` only pace the hand-overs and trims and choose the reuse
+/// order: no safety argument rests on them, and a wrong count could only make a batch hand
+/// over early or late, a chunk go back early or late, or a block be reused in another
+/// order.)
 pub(crate) struct Blocks {
     /// Each slab with the layout it serves (as asked for, before the slab pads it).
     classes: [(Layout, Slab); 3],
@@ -319,8 +333,13 @@ pub(crate) struct Blocks {
     /// Sessions left to pack ([`Blocks::packing`]).
     packing_left: u32,
     /// Sessions left before the slabs may be trimmed early for being mostly free
-    /// ([`Blocks::begin_session`]): set by a hand-over that found the batches slow.
+    /// ([`Blocks::begin_session`]): set to `hold` by a hand-over that found the batches
+    /// slow.
     slow_left: u32,
+    /// The hold on early trims after a slow hand-over, from [`MIN_HOLD`] to [`PACK_HOLD`].
+    hold: u32,
+    /// Whether an early trim ran since the last slow hand-over.
+    trimmed_early: bool,
     spare: Vec<Vec<Retired>>,
     taken: Vec<Batch>,
     /// Sessions begun since the last trim.
@@ -338,6 +357,8 @@ impl Blocks {
             batch: BATCH,
             packing_left: 0,
             slow_left: 0,
+            hold: MIN_HOLD,
+            trimmed_early: false,
             spare: Vec::new(),
             taken: Vec::new(),
             sessions: 0,
@@ -353,7 +374,12 @@ impl Blocks {
         if self.in_flight >= SLOW_GRACE {
             self.batch = (self.batch * 2).min(MAX_BATCH);
             self.packing_left = PACK_HOLD;
-            self.slow_left = PACK_HOLD;
+            if self.trimmed_early {
+                // The chunks that trim gave back were needed again: hold longer.
+                self.hold = (self.hold * 2).min(PACK_HOLD);
+                self.trimmed_early = false;
+            }
+            self.slow_left = self.hold;
         } else if self.in_flight <= PROMPT_GRACE {
             self.batch = (self.batch / 2).max(BATCH);
         }
@@ -379,11 +405,14 @@ impl Blocks {
     /// million more sessions of churn (blocks were reused LIFO, all over the chunks); with
     /// it, 0.42 MB (`benches/analysis.md`, "A map that shrank").
     ///
-    /// But not within [`PACK_HOLD`] sessions of a hand-over that found the batches slow:
-    /// then the free blocks are the last flood's, and the next flood needs them. In the
-    /// runner's W2 at N = 1k, early trims gave back chunks that the next flood allocated
+    /// But not within `hold` sessions of a hand-over that found the batches slow: then the
+    /// free blocks may be the last flood's, and the next flood needs them. In the runner's W2
+    /// at N = 1k, early trims with no hold gave back chunks that the next flood allocated
     /// again: 160 early trims and 4,096 or more chunk allocations in one run, against 512 –
-    /// 1,023 without them (counts printed at powers of two).
+    /// 1,023 with a fixed hold of [`PACK_HOLD`] (counts printed at powers of two). The hold
+    /// starts at [`MIN_HOLD`], so that a map that made one flood and went quiet gives it back
+    /// soon; each flood that follows an early trim doubles it ([`Blocks::adapt_batch`]), and
+    /// a trim period that ends more than a hold after the last slow hand-over resets it.
     #[inline]
     pub(crate) fn begin_session(&mut self) {
         self.limbo_at_begin = self.limbo.len();
@@ -391,9 +420,13 @@ impl Blocks {
         self.slow_left = self.slow_left.saturating_sub(1);
         self.sessions += 1;
         if self.sessions >= TRIM_PERIOD {
+            if self.slow_left == 0 {
+                self.hold = MIN_HOLD;
+            }
             self.trim(false);
         } else if self.sessions % SPARSE_CHECK == 0 && self.slow_left == 0 && self.sparse() {
             self.packing_left = PACK_HOLD;
+            self.trimmed_early = true;
             self.trim(false);
         }
     }
@@ -612,6 +645,66 @@ mod tests {
         );
         assert_eq!(b.classes[0].1.counts().1, 64);
         for r in taken {
+            // SAFETY: as above.
+            unsafe { b.put(r) };
+        }
+    }
+
+    #[test]
+    fn floods_after_early_trims_lengthen_the_hold() {
+        // 1-KiB blocks, 64 to a full chunk, as above.
+        let mut b = Blocks::new([
+            Layout::new::<[u64; 128]>(),
+            Layout::new::<[u64; 8]>(),
+            Layout::new::<u64>(),
+        ]);
+        let kept = fresh_batch(&mut b, 64).0;
+        let slow = |b: &mut Blocks| {
+            b.in_flight = SLOW_GRACE;
+            b.adapt_batch();
+            b.in_flight = 0;
+        };
+        slow(&mut b);
+        assert_eq!(
+            b.slow_left, MIN_HOLD,
+            "a first flood holds early trims briefly"
+        );
+        slow(&mut b);
+        assert_eq!(
+            b.slow_left, MIN_HOLD,
+            "floods with no early trim between keep the hold"
+        );
+        for k in 1..=3 {
+            // Seven eighths free again, and the hold run out: the next look trims early.
+            if !b.sparse() {
+                for r in fresh_batch(&mut b, 7 * 64).0 {
+                    // SAFETY: handed out by `b` just now, reachable by nobody, plain bytes.
+                    unsafe { b.put(r) };
+                }
+            }
+            b.slow_left = 1;
+            b.sessions = SPARSE_CHECK - 1;
+            b.begin_session();
+            assert!(
+                b.trimmed_early,
+                "no early trim once the hold ran out (round {k})"
+            );
+            slow(&mut b);
+            assert_eq!(b.slow_left, (MIN_HOLD << k).min(PACK_HOLD), "round {k}");
+        }
+        // A trim period that ends more than a hold after the last flood resets it.
+        b.slow_left = 1;
+        end_period(&mut b);
+        slow(&mut b);
+        assert_eq!(b.slow_left, MIN_HOLD);
+        // But not one that ends within it.
+        b.trimmed_early = true;
+        slow(&mut b);
+        assert_eq!(b.slow_left, 2 * MIN_HOLD);
+        end_period(&mut b);
+        slow(&mut b);
+        assert_eq!(b.slow_left, 2 * MIN_HOLD);
+        for r in kept {
             // SAFETY: as above.
             unsafe { b.put(r) };
         }
