@@ -44,8 +44,8 @@
 //! back within the hold (from [`MIN_HOLD`] sessions, longer while floods keep following
 //! early trims), when the map also packs, so that its live blocks move down; at once,
 //! after moving every entry and node down, in `RangeMap::shrink_to_fit`; and all of it
-//! when the map is dropped. No
-//! block is ever freed on its own, so the pool and the limbo hold only pointers.
+//! when the map is dropped. No block is ever freed on its own, so the pool and the limbo
+//! hold only pointers.
 //!
 //! A grace period lasts until every pinned thread has unpinned, so a reader that the
 //! scheduler takes off the CPU in the middle of a lookup holds every block retired after
@@ -109,8 +109,8 @@ const TRIM_PERIOD: u32 = 1 << 16;
 /// of 50,000 ranges held 101 MB of a flood 49,152 sessions later; `tests/memory.rs`). Each
 /// flood that comes after an early trim doubles the hold, up to [`PACK_HOLD`]; a trim
 /// period that ends more than a hold after the last flood resets it. In the runner's W2,
-/// where floods come every few thousand sessions, a hold of 4,096 let 1 – 7 early trims
-/// through per run and more chunks were allocated again; at this length none were
+/// where floods come every few thousand sessions, a hold of 4,096 let up to 7 early trims
+/// through per run, and chunks were allocated again; at this length none fired
 /// (`benches/analysis.md`, "A shorter hold after a flood").
 const MIN_HOLD: u32 = 1 << 14;
 /// Sessions between two looks at whether a slab is mostly free ([`Blocks::begin_session`]):
