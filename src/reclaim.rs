@@ -598,14 +598,18 @@ mod tests {
         assert_eq!(b.free_counts(), [0, 0, 0]);
     }
 
-    #[test]
-    fn a_map_that_shrank_packs_and_trims_early() {
-        // 1-KiB blocks, 64 to a full chunk: few enough for Miri.
-        let mut b = Blocks::new([
+    /// Blocks whose class 0 has 1-KiB blocks, 64 to a full chunk: few enough for Miri.
+    fn kib_blocks() -> Blocks {
+        Blocks::new([
             Layout::new::<[u64; 128]>(),
             Layout::new::<[u64; 8]>(),
             Layout::new::<u64>(),
-        ]);
+        ])
+    }
+
+    #[test]
+    fn a_map_that_shrank_packs_and_trims_early() {
+        let mut b = kib_blocks();
         let mut taken = fresh_batch(&mut b, 8 * 64).0;
         let live = chunks(&b);
         // Half given back: not sparse, so the checks within a period change nothing.
@@ -652,12 +656,7 @@ mod tests {
 
     #[test]
     fn floods_after_early_trims_lengthen_the_hold() {
-        // 1-KiB blocks, 64 to a full chunk, as above.
-        let mut b = Blocks::new([
-            Layout::new::<[u64; 128]>(),
-            Layout::new::<[u64; 8]>(),
-            Layout::new::<u64>(),
-        ]);
+        let mut b = kib_blocks();
         let kept = fresh_batch(&mut b, 64).0;
         let slow = |b: &mut Blocks| {
             b.in_flight = SLOW_GRACE;
