@@ -103,15 +103,14 @@ const PACK_HOLD: u32 = 1 << 16;
 /// span many floods of returning blocks at full session rate (about 0.1 s at 600,000
 /// sessions a second), so a chunk that each flood fills is never trimmed.
 const TRIM_PERIOD: u32 = 1 << 16;
-/// The shortest hold on early trims after a hand-over found the batches slow
-/// ([`Blocks::adapt_batch`]): what a map that made one flood and went quiet waits before it
-/// gives the flood's chunks back (with a fixed hold of [`PACK_HOLD`], a map that kept 500
-/// of 50,000 ranges held 101 MB of a flood 49,152 sessions later; `tests/memory.rs`). Each
-/// flood that comes after an early trim doubles the hold, up to [`PACK_HOLD`]; a trim
-/// period that ends more than a hold after the last flood resets it. In the runner's W2,
-/// where floods come every few thousand sessions, a hold of 4,096 let up to 7 early trims
-/// through per run, and chunks were allocated again; at this length none fired
-/// (`benches/analysis.md`, "A shorter hold after a flood").
+/// The shortest hold on early trims after a hand-over found the batches slow (the rule is
+/// at [`Blocks::begin_session`]): what a map that made one flood and went quiet waits
+/// before it gives the flood's chunks back (with a fixed hold of [`PACK_HOLD`], a map that
+/// kept 500 of 50,000 ranges held 101 MB of a flood 49,152 sessions later;
+/// `tests/memory.rs`). In the runner's W2, where floods come every few thousand sessions,
+/// a hold of 4,096 let up to 7 early trims through per run, and chunks were allocated
+/// again; at this length none fired (`benches/analysis.md`, "A shorter hold after a
+/// flood").
 const MIN_HOLD: u32 = 1 << 14;
 /// Sessions between two looks at whether a slab is mostly free ([`Blocks::begin_session`]):
 /// a trim then gives back the chunks left untouched since the look before.

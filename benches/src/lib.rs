@@ -734,7 +734,6 @@ impl Allocator for VmAlloc {
 /// again (whatever size was asked for): the two tree edits of a step at the same N, with no
 /// search, no copy, no lock. How its cost grows from N = 1k to 100k is what the machine's
 /// caches make two O(log n) edits cost.
-#[derive(Default)]
 pub struct FloorAlloc {
     map: std::collections::BTreeMap<u64, u64>,
     freed: Option<Range<u64>>,
