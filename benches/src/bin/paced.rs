@@ -22,8 +22,8 @@
 //! as lookups per second of both readers together.
 //!
 //! ```text
-//! cargo run --release -p rcu-rangemap-bench --bin paced [-- [--n N] [--secs S] [--reps R] [--rate R] [--peer]
-//!                                                           [--age-with-readers]]
+//! cargo run --release -p rcu-rangemap-bench --bin paced [-- [--n N] [--secs S] [--reps R] [--rate R]
+//!                                                           [--peer | --skipmap] [--age-with-readers]]
 //! ```
 //!
 //! `--rate R` sets the third thread's wake-ups per second (default 1,000; below 100 µs a
@@ -34,7 +34,10 @@
 //! periods before they are reused.
 //!
 //! `--peer` runs `std::sync::RwLock<BTreeMap>` instead of our map (with "empty sessions"
-//! taking and releasing its write lock).
+//! taking and releasing its write lock). `--skipmap` runs `crossbeam_skiplist::SkipMap`, the
+//! lock-free peer whose paced readers keep the most of their W1 figure in the runner (its
+//! "empty sessions" row does nothing, since it has no sessions; its clones are rebuilt
+//! entry by entry in key order).
 
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::Barrier;
@@ -241,6 +244,7 @@ fn main() {
     let mut secs = 0.4;
     let mut reps = 5;
     let mut peer = false;
+    let mut skipmap = false;
     let mut rate = 1000.0;
     let mut age_with_readers = false;
     let mut it = std::env::args().skip(1);
@@ -252,16 +256,39 @@ fn main() {
             "--reps" => reps = val().parse().expect("--reps R"),
             "--rate" => rate = val().parse().expect("--rate R"),
             "--peer" => peer = true,
+            "--skipmap" => skipmap = true,
             "--age-with-readers" => age_with_readers = true,
             _ => panic!(
-                "usage: paced [--n N] [--secs S] [--reps R] [--rate R] [--peer] \
+                "usage: paced [--n N] [--secs S] [--reps R] [--rate R] [--peer | --skipmap] \
                  [--age-with-readers]"
             ),
         }
     }
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     println!("load average at start: {}", load.trim());
-    if peer {
+    if skipmap {
+        experiment::<Skip>(
+            n,
+            secs,
+            reps,
+            rate,
+            &Hooks {
+                empty: &|_| {},
+                addr: &|s, k| {
+                    let e = s.0.lower_bound(std::ops::Bound::Excluded(&k))?;
+                    Some(e.value() as *const (u64, u64) as usize)
+                },
+                clone: &|s| {
+                    let m = crossbeam_skiplist::SkipMap::new();
+                    for e in s.0.iter() {
+                        m.insert(*e.key(), *e.value());
+                    }
+                    Skip(m)
+                },
+            },
+            age_with_readers,
+        );
+    } else if peer {
         experiment::<StdRw>(
             n,
             secs,
