@@ -539,7 +539,6 @@ fn model_find_gap(
     want
 }
 
-/// The published map against `model`, in full.
 /// Whether lookups are checked at every key rather than at `Model::probe_keys`: for u8
 /// keys, except under Miri, where each lookup costs milliseconds and the probe keys hold
 /// every key at which an answer can change.
@@ -547,6 +546,7 @@ fn probe_every_key(kmax: u128) -> bool {
     kmax <= 0xff && !cfg!(miri)
 }
 
+/// The published map against `model`, in full.
 fn check_map<K: TestKey>(map: &RangeMap<K, Val>, model: &Model, queries: &[Query]) {
     model.check_invariants();
     let kmax = model.kmax;

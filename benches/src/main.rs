@@ -1056,8 +1056,8 @@ fn targets(b: &Bench) -> Vec<Target> {
             true,
             (both_ratio, both_figures),
         );
-        // What a third thread waking 1,000 times a second cost the peers' readers in the
-        // same run: on two cores it takes one of them from a reader at every wake-up.
+        // The same ratio for the peers in this run: what the paced writer, a third thread
+        // on two cores, and the flat phase's aging before it cost their readers.
         let peer_paced = STRUCTS
             .iter()
             .filter(|p| **p != o && **p != Floor::NAME)
