@@ -962,7 +962,8 @@ fn run<K: TestKey>(kmax: u128, sessions: &[Session]) {
 proptest! {
     #![proptest_config(config(4000))]
 
-    /// u8 keys: the whole key space is probed and gaps/find_gap are brute-forced.
+    /// u8 keys: the whole key space is probed (under Miri, `Model::probe_keys`) and
+    /// gaps/find_gap are brute-forced.
     #[test]
     fn sessions_u8(sessions in sessions_strategy((0u128..=255).boxed(), 255)) {
         run::<u8>(255, &sessions);
