@@ -37,7 +37,13 @@ struct Opts {
     out: Option<String>,
     no_write: bool,
     secs: f64,
+    /// Samples per figure in each child run (each round).
     reps: usize,
+    /// Rounds over the job list (parent mode); see [`children`].
+    rounds: usize,
+    /// Samples of W2 flat out in each child run: the paced phase follows them on the same
+    /// map, so they are its aging, and are kept at [`AGING_REPS`] whatever `reps` is.
+    flat_reps: usize,
     wait_load: Option<f64>,
     wait_max_mins: f64,
     /// Child mode (hidden): print results as `@@` lines for the parent.
@@ -54,6 +60,11 @@ struct Opts {
 
 impl Opts {
     fn parse() -> Opts {
+        let args: Vec<String> = std::env::args().skip(1).collect();
+        Opts::parse_from(&args)
+    }
+
+    fn parse_from(args: &[String]) -> Opts {
         let mut o = Opts {
             quick: false,
             only: vec![],
@@ -62,6 +73,8 @@ impl Opts {
             no_write: false,
             secs: 0.0,
             reps: 0,
+            rounds: 0,
+            flat_reps: 0,
             wait_load: None,
             wait_max_mins: 40.0,
             emit: false,
@@ -70,7 +83,7 @@ impl Opts {
             n: None,
             render: None,
         };
-        let mut args = std::env::args().skip(1);
+        let mut args = args.iter().cloned();
         while let Some(a) = args.next() {
             let mut val = |name: &str| {
                 args.next()
@@ -94,6 +107,16 @@ impl Opts {
                 "--n" => o.n = Some(val("--n").parse().unwrap_or_else(|_| usage("--n"))),
                 "--secs" => o.secs = val("--secs").parse().unwrap_or_else(|_| usage("--secs")),
                 "--reps" => o.reps = val("--reps").parse().unwrap_or_else(|_| usage("--reps")),
+                "--rounds" => {
+                    o.rounds = val("--rounds")
+                        .parse()
+                        .unwrap_or_else(|_| usage("--rounds"))
+                }
+                "--w2-flat-reps" => {
+                    o.flat_reps = val("--w2-flat-reps")
+                        .parse()
+                        .unwrap_or_else(|_| usage("--w2-flat-reps"))
+                }
                 "--wait-load" => {
                     o.wait_load = Some(
                         val("--wait-load")
@@ -117,7 +140,20 @@ impl Opts {
             o.secs = if o.quick { 0.05 } else { 0.4 };
         }
         if o.reps == 0 {
-            o.reps = if o.quick { 3 } else { 5 };
+            o.reps = if o.quick { 3 } else { 2 };
+        }
+        if o.rounds == 0 {
+            o.rounds = if o.quick { 1 } else { 3 };
+        }
+        if o.flat_reps == 0 {
+            o.flat_reps = if o.quick {
+                o.reps
+            } else {
+                o.reps.max(AGING_REPS)
+            };
+        }
+        if o.reps == 0 || o.rounds == 0 || o.flat_reps == 0 {
+            usage("--reps, --rounds and --w2-flat-reps must be at least 1");
         }
         o
     }
@@ -161,9 +197,19 @@ const HELP: &str = "compare: rcu_rangemap against its peers (see benches/src/mai
   --in-process        run all in this process (default: one child process per structure
                       and size, so each starts from a fresh heap)
   --secs S            seconds per sample (default 0.4, quick 0.05)
-  --reps R            samples per figure (default 5, quick 3)
+  --rounds R          rounds over all structures, the order reversed every other round;
+                      a figure pools its samples from every round (default 3, quick 1;
+                      not with --in-process)
+  --reps K            samples per figure per round (default 2, quick 3)
+  --w2-flat-reps F    samples of W2 flat out per round: the aging the paced phase
+                      follows (default max(K, 5), quick K)
   --wait-load L       wait until the 1-minute load average is below L
   --wait-max-mins M   ... but at most M minutes (default 40)";
+
+/// Samples of W2 flat out per child run in full mode: the paced phase follows them on the
+/// same map, so they are also its aging. Five, as in every full run before rounds
+/// (2026-12-01), so that W2-paced stays comparable with them.
+const AGING_REPS: usize = 5;
 
 fn usage(msg: &str) -> ! {
     eprintln!("compare: {msg}\n{HELP}");
@@ -200,6 +246,8 @@ struct Bench {
     dur: Duration,
     /// Results by key `section|config|structure`.
     results: BTreeMap<String, Stat>,
+    /// The samples behind each sampled result, in the order taken (round by round).
+    samples: BTreeMap<String, Vec<f64>>,
     /// Notes by key (e.g. achieved pace).
     notes: BTreeMap<String, String>,
     /// Extra free-form facts for the report.
@@ -208,22 +256,47 @@ struct Bench {
 
 impl Bench {
     /// One warm-up sample (a quarter of the duration), then `reps` samples.
-    fn repeat<const M: usize>(&self, mut f: impl FnMut(Duration) -> [f64; M]) -> [Stat; M] {
+    fn repeat<const M: usize>(&self, f: impl FnMut(Duration) -> [f64; M]) -> [Vec<f64>; M] {
+        self.repeat_n(self.opts.reps, f)
+    }
+
+    /// One warm-up sample (a quarter of the duration), then `n` samples.
+    fn repeat_n<const M: usize>(
+        &self,
+        n: usize,
+        mut f: impl FnMut(Duration) -> [f64; M],
+    ) -> [Vec<f64>; M] {
         f(self.dur / 4);
         let mut samples: [Vec<f64>; M] = std::array::from_fn(|_| Vec::new());
-        for _ in 0..self.opts.reps {
+        for _ in 0..n {
             let r = f(self.dur);
             for (s, x) in samples.iter_mut().zip(r) {
                 s.push(x);
             }
         }
-        samples.map(Stat::of)
+        samples
     }
 
+    /// Record a measured figure: its samples go to the parent, which pools them over the
+    /// rounds ([`children`]).
+    fn put_samples(&mut self, key: String, v: Vec<f64>) {
+        if self.opts.emit {
+            let list: Vec<String> = v.iter().map(|x| x.to_string()).collect();
+            println!("@@samples\t{key}\t{}", list.join(","));
+        }
+        self.show(key.clone(), Stat::of(v.clone()));
+        self.samples.insert(key, v);
+    }
+
+    /// Record a figure that is not sampled (memory).
     fn put(&mut self, key: String, s: Stat) {
         if self.opts.emit {
             println!("@@\t{key}\t{}\t{}\t{}", s.med, s.min, s.max);
         }
+        self.show(key, s);
+    }
+
+    fn show(&mut self, key: String, s: Stat) {
         println!(
             "  {key:<70} {:>12} ({} – {})",
             fmt_num(s.med),
@@ -419,7 +492,7 @@ struct At {
 fn w1_part<S: Structure>(b: &mut Bench, s: &S, at: At, addrs: &[Vec<u64>], max_t: usize) {
     for t in 1..=max_t {
         let [st] = b.repeat(|d| [readers(s, addrs, t, d)]);
-        b.put(format!("W1|{}/{t}t|{}", nlabel(at.n), S::NAME), st);
+        b.put_samples(format!("W1|{}/{t}t|{}", nlabel(at.n), S::NAME), st);
     }
 }
 
@@ -427,7 +500,7 @@ fn w3_part<S: Structure>(b: &mut Bench, s: &mut S, at: At, ranges: &[std::ops::R
     let ops = churn_ops(ranges, 1 << 14, 0xbeef + at.n as u64);
     for per in [1usize, 64] {
         let [st] = b.repeat(|d| [churn(s, &ops, per, d)]);
-        b.put(format!("W3|{}/{per}op|{}", nlabel(at.n), S::NAME), st);
+        b.put_samples(format!("W3|{}/{per}op|{}", nlabel(at.n), S::NAME), st);
     }
 }
 
@@ -445,7 +518,12 @@ fn shared<S: Concurrent>(b: &mut Bench, at: At, ranges: &[std::ops::Range<u64>])
         let ops = churn_ops(ranges, 1 << 14, 0xc0de + at.n as u64);
         for (mode, pace) in [("flat", None), ("paced", Some(1000.0))] {
             let before = s.diag();
-            let [r, w] = b.repeat(|d| mixed(&s, &addrs, &ops, pace, d));
+            let reps = if pace.is_none() {
+                b.opts.flat_reps
+            } else {
+                b.opts.reps
+            };
+            let [r, w] = b.repeat_n(reps, |d| mixed(&s, &addrs, &ops, pace, d));
             if let (Some(_), Some(after)) = (before, s.diag()) {
                 b.fact(
                     format!(
@@ -456,8 +534,8 @@ fn shared<S: Concurrent>(b: &mut Bench, at: At, ranges: &[std::ops::Range<u64>])
                     after,
                 );
             }
-            b.put(format!("W2|{}/{mode}/readers|{}", nlabel(at.n), S::NAME), r);
-            b.put(format!("W2|{}/{mode}/writer|{}", nlabel(at.n), S::NAME), w);
+            b.put_samples(format!("W2|{}/{mode}/readers|{}", nlabel(at.n), S::NAME), r);
+            b.put_samples(format!("W2|{}/{mode}/writer|{}", nlabel(at.n), S::NAME), w);
         }
     }
     if at.w3 {
@@ -550,7 +628,7 @@ fn w4_one<A: Allocator>(b: &mut Bench, n: usize) {
         key.clone(),
         format!("setup {:.0} ms", build.as_secs_f64() * 1e3),
     );
-    b.put(key, s);
+    b.put_samples(key, s);
 }
 
 fn w4(b: &mut Bench) {
@@ -760,7 +838,7 @@ fn atomics(b: &mut Bench) {
     ];
     for (i, (name, f)) in cases.iter().enumerate() {
         let [s] = b.repeat(|_| [f(d)]);
-        b.put(format!("atomics|{i}|{name}"), s);
+        b.put_samples(format!("atomics|{i}|{name}"), s);
     }
     // The two lookups this is compared with, in the same run.
     let ranges = layout(1000, 1);
@@ -786,7 +864,7 @@ fn atomics(b: &mut Bench) {
                 i += 1;
             })]
         });
-        b.put(format!("atomics|{}|{name}", cases.len() + i), s);
+        b.put_samples(format!("atomics|{}|{name}", cases.len() + i), s);
     }
 }
 
@@ -1326,6 +1404,9 @@ struct RunInfo {
     waited: String,
     wall_secs: f64,
     reps: usize,
+    /// 0 in runs saved before rounds (one round, W2 flat with `reps` samples).
+    rounds: usize,
+    flat_reps: usize,
     secs: f64,
     cores: String,
     cpu: String,
@@ -1347,6 +1428,8 @@ impl RunInfo {
             ("waited", self.waited.clone()),
             ("wall_secs", self.wall_secs.to_string()),
             ("reps", self.reps.to_string()),
+            ("rounds", self.rounds.to_string()),
+            ("flat_reps", self.flat_reps.to_string()),
             ("secs", self.secs.to_string()),
             ("cores", self.cores.clone()),
             ("cpu", self.cpu.clone()),
@@ -1367,6 +1450,8 @@ impl RunInfo {
             "waited" => self.waited = v,
             "wall_secs" => self.wall_secs = v.parse().unwrap_or(0.0),
             "reps" => self.reps = v.parse().unwrap_or(0),
+            "rounds" => self.rounds = v.parse().unwrap_or(0),
+            "flat_reps" => self.flat_reps = v.parse().unwrap_or(0),
             "secs" => self.secs = v.parse().unwrap_or(0.0),
             "cores" => self.cores = v,
             "cpu" => self.cpu = v,
@@ -1375,6 +1460,36 @@ impl RunInfo {
             "rustc" => self.rustc = v,
             _ => {}
         }
+    }
+
+    /// Samples behind each figure: all rounds together.
+    fn samples(&self) -> usize {
+        self.reps * self.rounds.max(1)
+    }
+
+    /// How the samples were taken, for the report.
+    fn sampling(&self) -> String {
+        if self.rounds == 0 {
+            return format!(
+                "{} per figure, {:.2} s each, after one warm-up sample; each structure and \
+                 size in a child process of its own",
+                self.reps, self.secs
+            );
+        }
+        let flat = self.flat_reps * self.rounds;
+        format!(
+            "{} per figure ({} for W2 flat out, whose samples are also the aging before the \
+             paced phase), {:.2} s each: {} rounds over all structures, the order reversed \
+             every other round, each structure and size in a child process of its own that \
+             takes one warm-up sample and then {} per figure ({} for W2 flat out); memory \
+             and `atomics` in the first round only",
+            self.samples(),
+            flat,
+            self.secs,
+            self.rounds,
+            self.reps,
+            self.flat_reps
+        )
     }
 }
 
@@ -1386,6 +1501,10 @@ fn save(path: &str, info: &RunInfo, b: &Bench) {
     }
     for (k, st) in &b.results {
         let _ = writeln!(s, "result\t{k}\t{}\t{}\t{}", st.med, st.min, st.max);
+    }
+    for (k, v) in &b.samples {
+        let list: Vec<String> = v.iter().map(|x| x.to_string()).collect();
+        let _ = writeln!(s, "samples\t{k}\t{}", list.join(","));
     }
     for (k, v) in &b.notes {
         let _ = writeln!(s, "note\t{k}\t{v}");
@@ -1415,6 +1534,10 @@ fn load(path: &str, b: &mut Bench) -> RunInfo {
                     },
                 );
             }
+            ["samples", k, list] => {
+                let v = list.split(',').filter_map(|x| x.parse().ok()).collect();
+                b.samples.insert(k.to_string(), v);
+            }
             ["note", k, v] => {
                 b.notes.insert(k.to_string(), v.to_string());
             }
@@ -1434,7 +1557,11 @@ fn report(b: &Bench, info: &RunInfo) -> String {
         "_One run on this {}-core machine (load average {} at start, {} at end); \
          medians of {} samples of {:.2} s, min–max in brackets; ratios compare figures of \
          this run only._",
-        info.cores, info.load_start, info.load_end, info.reps, info.secs
+        info.cores,
+        info.load_start,
+        info.load_end,
+        info.samples(),
+        info.secs
     );
     let mut s = String::new();
     let _ = writeln!(s, "# Benchmarks\n");
@@ -1470,12 +1597,7 @@ fn report(b: &Bench, info: &RunInfo) -> String {
         info.load_end
     );
     let _ = writeln!(s, "| waited for load | {} |", info.waited);
-    let _ = writeln!(
-        s,
-        "| samples | {} per figure, {:.2} s each, after one warm-up sample; each structure \
-         and size in a child process of its own |",
-        info.reps, info.secs
-    );
+    let _ = writeln!(s, "| samples | {} |", info.sampling());
     let _ = writeln!(s, "| source measured | {} |", info.source);
     let _ = writeln!(s, "| compiler | {} |", info.rustc);
     if !info.rendered_from.is_empty() {
@@ -1695,13 +1817,26 @@ fn report(b: &Bench, info: &RunInfo) -> String {
 /// `--emit`), so that each starts from a fresh heap: a structure built after another's
 /// churn would otherwise inherit a fragmented heap, which at N = 100k changes lookup
 /// times several-fold (TLB and cache footprint), and the order of the runs would decide.
+///
+/// The jobs run in `--rounds` rounds, in reverse order every other round, and each figure
+/// pools its samples from all rounds. On a shared VM the speed drifts over minutes: with
+/// one child per structure, ours and a peer measured a minute apart could differ by the
+/// drift alone (W3-1op-10k's ratio ranged 0.93–1.79 over full runs of the same code, while
+/// each child's own samples stayed within ±5%). Spread over the run and in alternating
+/// order, every structure sees the same mix of fast and slow minutes. The memory and
+/// `atomics` jobs (not timings of a structure against a peer) run once, in the first
+/// round.
 fn children(b: &mut Bench) {
     let exe = std::env::current_exe().expect("own path");
+    // Jobs run in every round, and those run only in the first.
     let mut jobs: Vec<Vec<String>> = Vec::new();
+    let mut once_first: Vec<Vec<String>> = Vec::new();
+    let mut once_last: Vec<Vec<String>> = Vec::new();
     let secs = format!("{}", b.opts.secs);
     let reps = format!("{}", b.opts.reps);
+    let flat_reps = format!("{}", b.opts.flat_reps);
     if b.opts.section("atomics") {
-        jobs.push(vec!["--only".into(), "atomics".into()]);
+        once_first.push(vec!["--only".into(), "atomics".into()]);
     }
     let lookups: Vec<&str> = ["W1", "W2", "W3"]
         .into_iter()
@@ -1744,7 +1879,7 @@ fn children(b: &mut Bench) {
     }
     if b.opts.section("mem") {
         for name in STRUCTS.into_iter().filter(|s| b.opts.structure(s)) {
-            jobs.push(vec![
+            once_last.push(vec![
                 "--only".into(),
                 "mem".into(),
                 "--exact".into(),
@@ -1752,10 +1887,25 @@ fn children(b: &mut Bench) {
             ]);
         }
     }
-    for job in jobs {
+    let rounds = b.opts.rounds;
+    let mut shown = usize::MAX;
+    for (round, job) in job_order(&once_first, &jobs, &once_last, rounds) {
+        if rounds > 1 && round != shown {
+            println!("round {} of {rounds}", round + 1);
+            shown = round;
+        }
         let mut cmd = std::process::Command::new(&exe);
-        cmd.args(&job)
-            .args(["--emit", "--no-write", "--secs", &secs, "--reps", &reps])
+        cmd.args(job)
+            .args([
+                "--emit",
+                "--no-write",
+                "--secs",
+                &secs,
+                "--reps",
+                &reps,
+                "--w2-flat-reps",
+                &flat_reps,
+            ])
             .stdout(std::process::Stdio::piped());
         let mut child = cmd.spawn().expect("start a child run");
         let out = child.stdout.take().unwrap();
@@ -1764,6 +1914,11 @@ fn children(b: &mut Bench) {
             let line = line.expect("child output");
             let f: Vec<&str> = line.split('\t').collect();
             match f.as_slice() {
+                ["@@samples", key, list] => {
+                    let v = b.samples.entry(key.to_string()).or_default();
+                    v.extend(list.split(',').map(|x| x.parse::<f64>().expect("a number")));
+                    b.results.insert(key.to_string(), Stat::of(v.clone()));
+                }
                 ["@@", key, med, min, max] => {
                     let p = |x: &str| x.parse::<f64>().expect("a number");
                     b.results.insert(
@@ -1790,6 +1945,29 @@ fn children(b: &mut Bench) {
     }
 }
 
+/// The order `children` runs its jobs in, each with its round (from 0): `once_first`, then
+/// `jobs` once per round, forwards in even rounds and backwards in odd ones, with
+/// `once_last` after the first round's.
+fn job_order<'a, J>(
+    once_first: &'a [J],
+    jobs: &'a [J],
+    once_last: &'a [J],
+    rounds: usize,
+) -> Vec<(usize, &'a J)> {
+    let mut order: Vec<(usize, &J)> = once_first.iter().map(|j| (0, j)).collect();
+    for round in 0..rounds {
+        if round % 2 == 0 {
+            order.extend(jobs.iter().map(|j| (round, j)));
+        } else {
+            order.extend(jobs.iter().rev().map(|j| (round, j)));
+        }
+        if round == 0 {
+            order.extend(once_last.iter().map(|j| (0, j)));
+        }
+    }
+    order
+}
+
 fn main() {
     let opts = Opts::parse();
     if let Some(path) = opts.render.clone() {
@@ -1797,6 +1975,7 @@ fn main() {
             dur: Duration::from_secs_f64(opts.secs),
             opts,
             results: BTreeMap::new(),
+            samples: BTreeMap::new(),
             notes: BTreeMap::new(),
             facts: BTreeMap::new(),
         };
@@ -1842,6 +2021,7 @@ fn main() {
         opts,
         dur,
         results: BTreeMap::new(),
+        samples: BTreeMap::new(),
         notes: BTreeMap::new(),
         facts: BTreeMap::new(),
     };
@@ -1871,6 +2051,8 @@ fn main() {
         waited,
         wall_secs: t0.elapsed().as_secs_f64(),
         reps: b.opts.reps,
+        rounds: if b.opts.in_process { 1 } else { b.opts.rounds },
+        flat_reps: b.opts.flat_reps,
         secs: b.opts.secs,
         cores: sh("nproc", &[]),
         cpu: cpu_model(),
@@ -1933,5 +2115,69 @@ fn write_report(b: &Bench, text: &str) {
         });
         std::fs::write(&path, text).expect("write the report");
         println!("wrote {path}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rounds_alternate_direction_and_run_the_others_once() {
+        let order: Vec<(usize, &&str)> = job_order(&["atomics"], &["a", "b", "c"], &["mem"], 3);
+        let got: Vec<String> = order.iter().map(|(r, j)| format!("{r}{j}")).collect();
+        assert_eq!(
+            got,
+            ["0atomics", "0a", "0b", "0c", "0mem", "1c", "1b", "1a", "2a", "2b", "2c"]
+        );
+        assert_eq!(job_order::<&str>(&[], &["a"], &[], 1).len(), 1);
+    }
+
+    #[test]
+    fn samples_survive_save_and_load() {
+        let path = std::env::temp_dir().join(format!("compare-test-{}.tsv", std::process::id()));
+        let path = path.to_str().unwrap();
+        let mut b = Bench {
+            opts: Opts::parse_from(&[]),
+            dur: Duration::from_millis(1),
+            results: BTreeMap::new(),
+            samples: BTreeMap::new(),
+            notes: BTreeMap::new(),
+            facts: BTreeMap::new(),
+        };
+        b.put_samples("W3|10k/1op|x".into(), vec![3.0, 1.0, 2.5, 4.0]);
+        let info = RunInfo {
+            reps: 2,
+            rounds: 2,
+            flat_reps: 5,
+            secs: 0.4,
+            ..RunInfo::default()
+        };
+        save(path, &info, &b);
+        let mut back = Bench {
+            opts: Opts::parse_from(&[]),
+            dur: Duration::from_millis(1),
+            results: BTreeMap::new(),
+            samples: BTreeMap::new(),
+            notes: BTreeMap::new(),
+            facts: BTreeMap::new(),
+        };
+        let info_back = load(path, &mut back);
+        std::fs::remove_file(path).unwrap();
+        assert_eq!(back.samples["W3|10k/1op|x"], [3.0, 1.0, 2.5, 4.0]);
+        let st = back.get("W3|10k/1op|x").unwrap();
+        assert_eq!((st.med, st.min, st.max), (2.75, 1.0, 4.0));
+        assert_eq!(info_back.samples(), 4);
+        assert!(info_back
+            .sampling()
+            .starts_with("4 per figure (10 for W2 flat out"));
+        // Runs saved before rounds say nothing of them and took `reps` in one go.
+        let old = RunInfo {
+            reps: 5,
+            secs: 0.4,
+            ..RunInfo::default()
+        };
+        assert_eq!(old.samples(), 5);
+        assert!(old.sampling().starts_with("5 per figure, 0.40 s each"));
     }
 }
