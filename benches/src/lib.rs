@@ -141,6 +141,66 @@ pub fn run_loop<F: Fn(&[u64]) -> u64>(op: &F, list: &[u64], stop: &AtomicBool) -
     }
 }
 
+/// How long one hand-over of a cache line between two threads takes here, in nanoseconds:
+/// two threads pass a counter back and forth, each waiting for its turn and then writing
+/// the next value, `handovers` times or for at most 50 ms (if both land on one CPU).
+///
+/// Every figure with two or more threads depends on this cost: the lookups' count words,
+/// a lock's reader count and the root pointer all move between the cores. On a VM it is
+/// not a constant. The host may put the two vCPUs on SMT siblings, on cores that share an
+/// L3, or farther apart, and may move them while a run goes on: on the AMD VM of
+/// 2026-12-01 consecutive probes 0.3 s apart measured ~18, ~38 and ~79 ns (see
+/// `benches/analysis.md`, "Rounds"). The runner probes before each sample of two or more
+/// threads and keeps the results beside the figures.
+pub fn handover_ns(handovers: u64) -> f64 {
+    use std::sync::atomic::AtomicU64;
+    use std::time::{Duration, Instant};
+    /// The counter, alone on its pair of cache lines (the adjacent-line prefetcher).
+    #[repr(align(128))]
+    struct Line(AtomicU64);
+    let line = Line(AtomicU64::new(0));
+    let give_up = AtomicBool::new(false);
+    let deadline = Instant::now() + Duration::from_millis(50);
+    // Thread `me` (0 or 1) writes the odd or even successors: it waits until the counter
+    // shows its turn, then passes it on. Relaxed suffices: the counter is the only datum,
+    // and each thread waits for the other's store of it, whatever the order of other
+    // memory.
+    // Thread 0 starts the clock at its second turn, when both threads are running.
+    let turn = |me: u64| {
+        let mut next = me;
+        let mut spins = 0u32;
+        let mut start = None;
+        while next < handovers && !give_up.load(Relaxed) {
+            if line.0.load(Relaxed) == next {
+                if next == 2 {
+                    start = Some(Instant::now());
+                }
+                line.0.store(next + 1, Relaxed);
+                next += 2;
+            } else {
+                std::hint::spin_loop();
+                spins = spins.wrapping_add(1);
+                if spins.is_multiple_of(4096) && Instant::now() > deadline {
+                    give_up.store(true, Relaxed);
+                }
+            }
+        }
+        start
+    };
+    let t0 = Instant::now();
+    let start = std::thread::scope(|s| {
+        s.spawn(|| turn(1));
+        turn(0)
+    });
+    let end = Instant::now();
+    let done = line.0.load(Relaxed);
+    match start {
+        Some(t) if done > 2 => (end - t).as_nanos() as f64 / (done - 2) as f64,
+        // Not even two hand-overs in 50 ms: both threads shared one CPU. The whole wait.
+        _ => (end - t0).as_nanos() as f64,
+    }
+}
+
 /// Age `s` as the runner's flat-out W2 phase does: `count` one-op sessions from `ops`
 /// (cycled) while one reader per list in `addrs` looks up, so the blocks each session
 /// retires wait out the readers' grace periods before they can be reused.
@@ -853,5 +913,18 @@ pub mod counting {
             // SAFETY: caller contract of `GlobalAlloc::realloc`.
             unsafe { System.realloc(p, l, new) }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_handover_probe_counts_time_per_handover() {
+        // 2,000 hand-overs take microseconds when the threads run on two CPUs, and the
+        // probe gives up after 50 ms when they share one: either way a positive, finite
+        // time, and never more than the whole 50 ms (plus scheduling slack) per hand-over.
+        let ns = super::handover_ns(2_000);
+        assert!(ns.is_finite() && ns > 0.0, "{ns}");
+        assert!(ns < 1e9, "{ns}");
     }
 }

@@ -206,6 +206,9 @@ const HELP: &str = "compare: rcu_rangemap against its peers (see benches/src/mai
   --wait-load L       wait until the 1-minute load average is below L
   --wait-max-mins M   ... but at most M minutes (default 40)";
 
+/// Hand-overs per probe of [`handover_ns`]: 2–8 ms at the 18–79 ns seen on the AMD VM.
+const PROBE_HANDOVERS: u64 = 100_000;
+
 /// Samples of W2 flat out per child run in full mode: the paced phase follows them on the
 /// same map, so they are also its aging. Five, as in every full run before rounds
 /// (2026-12-01), so that W2-paced stays comparable with them.
@@ -257,18 +260,23 @@ struct Bench {
 impl Bench {
     /// One warm-up sample (a quarter of the duration), then `reps` samples.
     fn repeat<const M: usize>(&self, f: impl FnMut(Duration) -> [f64; M]) -> [Vec<f64>; M] {
-        self.repeat_n(self.opts.reps, f)
+        self.repeat_n(self.opts.reps, None, f)
     }
 
-    /// One warm-up sample (a quarter of the duration), then `n` samples.
+    /// One warm-up sample (a quarter of the duration), then `n` samples; with `probes`, a
+    /// cache-line hand-over probe ([`handover_ns`]) right before each sample, pushed there.
     fn repeat_n<const M: usize>(
         &self,
         n: usize,
+        mut probes: Option<&mut Vec<f64>>,
         mut f: impl FnMut(Duration) -> [f64; M],
     ) -> [Vec<f64>; M] {
         f(self.dur / 4);
         let mut samples: [Vec<f64>; M] = std::array::from_fn(|_| Vec::new());
         for _ in 0..n {
+            if let Some(p) = probes.as_deref_mut() {
+                p.push(handover_ns(PROBE_HANDOVERS));
+            }
             let r = f(self.dur);
             for (s, x) in samples.iter_mut().zip(r) {
                 s.push(x);
@@ -491,8 +499,15 @@ struct At {
 
 fn w1_part<S: Structure>(b: &mut Bench, s: &S, at: At, addrs: &[Vec<u64>], max_t: usize) {
     for t in 1..=max_t {
-        let [st] = b.repeat(|d| [readers(s, addrs, t, d)]);
-        b.put_samples(format!("W1|{}/{t}t|{}", nlabel(at.n), S::NAME), st);
+        let key = format!("W1|{}/{t}t|{}", nlabel(at.n), S::NAME);
+        let mut probes = Vec::new();
+        let [st] = b.repeat_n(b.opts.reps, (t > 1).then_some(&mut probes), |d| {
+            [readers(s, addrs, t, d)]
+        });
+        if t > 1 {
+            b.put_samples(format!("probe|{key}"), probes);
+        }
+        b.put_samples(key, st);
     }
 }
 
@@ -523,7 +538,14 @@ fn shared<S: Concurrent>(b: &mut Bench, at: At, ranges: &[std::ops::Range<u64>])
             } else {
                 b.opts.reps
             };
-            let [r, w] = b.repeat_n(reps, |d| mixed(&s, &addrs, &ops, pace, d));
+            let mut probes = Vec::new();
+            let [r, w] = b.repeat_n(reps, Some(&mut probes), |d| {
+                mixed(&s, &addrs, &ops, pace, d)
+            });
+            b.put_samples(
+                format!("probe|W2|{}/{mode}|{}", nlabel(at.n), S::NAME),
+                probes,
+            );
             if let (Some(_), Some(after)) = (before, s.diag()) {
                 b.fact(
                     format!(
@@ -1598,6 +1620,29 @@ fn report(b: &Bench, info: &RunInfo) -> String {
     );
     let _ = writeln!(s, "| waited for load | {} |", info.waited);
     let _ = writeln!(s, "| samples | {} |", info.sampling());
+    let mut probes: Vec<f64> = b
+        .samples
+        .iter()
+        .filter(|(k, _)| k.starts_with("probe|"))
+        .flat_map(|(_, v)| v.iter().copied())
+        .collect();
+    if !probes.is_empty() {
+        probes.sort_by(|x, y| x.partial_cmp(y).unwrap());
+        let at = |q: f64| probes[((probes.len() - 1) as f64 * q).round() as usize];
+        let _ = writeln!(
+            s,
+            "| cache-line hand-over between two threads | median {:.0} ns, 10th–90th \
+             percentile {:.0}–{:.0} ns, min–max {:.0}–{:.0} ns, over {} probes, one before \
+             each sample of two or more threads (`handover_ns`; on a VM the host may move \
+             the vCPUs: see `benches/analysis.md`, \"Rounds\") |",
+            at(0.5),
+            at(0.1),
+            at(0.9),
+            probes[0],
+            probes[probes.len() - 1],
+            probes.len()
+        );
+    }
     let _ = writeln!(s, "| source measured | {} |", info.source);
     let _ = writeln!(s, "| compiler | {} |", info.rustc);
     if !info.rendered_from.is_empty() {
