@@ -244,6 +244,13 @@ impl Stat {
     }
 }
 
+/// Hand-over probes ([`handover_ns`]) taken right before and right after each sample.
+#[derive(Default)]
+struct Probes {
+    before: Vec<f64>,
+    after: Vec<f64>,
+}
+
 struct Bench {
     opts: Opts,
     dur: Duration,
@@ -264,25 +271,36 @@ impl Bench {
     }
 
     /// One warm-up sample (a quarter of the duration), then `n` samples; with `probes`, a
-    /// cache-line hand-over probe ([`handover_ns`]) right before each sample, pushed there.
+    /// cache-line hand-over probe ([`handover_ns`]) right before and right after each
+    /// sample, pushed there.
     fn repeat_n<const M: usize>(
         &self,
         n: usize,
-        mut probes: Option<&mut Vec<f64>>,
+        mut probes: Option<&mut Probes>,
         mut f: impl FnMut(Duration) -> [f64; M],
     ) -> [Vec<f64>; M] {
         f(self.dur / 4);
         let mut samples: [Vec<f64>; M] = std::array::from_fn(|_| Vec::new());
         for _ in 0..n {
             if let Some(p) = probes.as_deref_mut() {
-                p.push(handover_ns(PROBE_HANDOVERS));
+                p.before.push(handover_ns(PROBE_HANDOVERS));
             }
             let r = f(self.dur);
+            if let Some(p) = probes.as_deref_mut() {
+                p.after.push(handover_ns(PROBE_HANDOVERS));
+            }
             for (s, x) in samples.iter_mut().zip(r) {
                 s.push(x);
             }
         }
         samples
+    }
+
+    /// Record the probes taken around the samples of the figures `key` names (see
+    /// [`probe_key`]).
+    fn put_probes(&mut self, key: String, p: Probes) {
+        self.put_samples(format!("probe-after|{key}"), p.after);
+        self.put_samples(format!("probe|{key}"), p.before);
     }
 
     /// Record a measured figure: its samples go to the parent, which pools them over the
@@ -500,12 +518,12 @@ struct At {
 fn w1_part<S: Structure>(b: &mut Bench, s: &S, at: At, addrs: &[Vec<u64>], max_t: usize) {
     for t in 1..=max_t {
         let key = format!("W1|{}/{t}t|{}", nlabel(at.n), S::NAME);
-        let mut probes = Vec::new();
+        let mut probes = Probes::default();
         let [st] = b.repeat_n(b.opts.reps, (t > 1).then_some(&mut probes), |d| {
             [readers(s, addrs, t, d)]
         });
         if t > 1 {
-            b.put_samples(format!("probe|{key}"), probes);
+            b.put_probes(key.clone(), probes);
         }
         b.put_samples(key, st);
     }
@@ -538,14 +556,11 @@ fn shared<S: Concurrent>(b: &mut Bench, at: At, ranges: &[std::ops::Range<u64>])
             } else {
                 b.opts.reps
             };
-            let mut probes = Vec::new();
+            let mut probes = Probes::default();
             let [r, w] = b.repeat_n(reps, Some(&mut probes), |d| {
                 mixed(&s, &addrs, &ops, pace, d)
             });
-            b.put_samples(
-                format!("probe|W2|{}/{mode}|{}", nlabel(at.n), S::NAME),
-                probes,
-            );
+            b.put_probes(format!("W2|{}/{mode}|{}", nlabel(at.n), S::NAME), probes);
             if let (Some(_), Some(after)) = (before, s.diag()) {
                 b.fact(
                     format!(
@@ -1572,6 +1587,132 @@ fn load(path: &str, b: &mut Bench) -> RunInfo {
     info
 }
 
+/// Every hand-over probe of the run, before and after samples, in ascending order.
+fn all_probes(b: &Bench) -> Vec<f64> {
+    let mut v: Vec<f64> = b
+        .samples
+        .iter()
+        .filter(|(k, _)| k.starts_with("probe|") || k.starts_with("probe-after|"))
+        .flat_map(|(_, v)| v.iter().copied())
+        .collect();
+    v.sort_by(|x, y| x.partial_cmp(y).unwrap());
+    v
+}
+
+/// The key of the hand-over probes taken before `key`'s samples, one per sample, if it has
+/// them (figures of two or more threads).
+fn probe_key(key: &str) -> Option<String> {
+    let mut f = key.split('|');
+    let (section, config, name) = (f.next()?, f.next()?, f.next()?);
+    match section {
+        "W1" if !config.ends_with("/1t") => Some(format!("probe|{key}")),
+        "W2" => {
+            let (n_mode, _side) = config.rsplit_once('/')?;
+            Some(format!("probe|W2|{n_mode}|{name}"))
+        }
+        _ => None,
+    }
+}
+
+/// `key`'s samples split by the probes taken around each: near (both probes at most
+/// `limit` ns) and far (both above); a sample whose probes disagree (the host moved the
+/// vCPUs meanwhile, or was about to) is in neither. A figure without probes (one thread)
+/// gives all its samples to both.
+fn split_by_probe(b: &Bench, key: &str, limit: f64) -> Option<(Vec<f64>, Vec<f64>)> {
+    let v = b.samples.get(key)?;
+    let Some(pk) = probe_key(key) else {
+        return Some((v.clone(), v.clone()));
+    };
+    let before = b.samples.get(&pk)?;
+    let after = b.samples.get(&pk.replacen("probe|", "probe-after|", 1))?;
+    if before.len() != v.len() || after.len() != v.len() {
+        return None;
+    }
+    let (mut near, mut far) = (Vec::new(), Vec::new());
+    for ((&x, &p0), &p1) in v.iter().zip(before).zip(after) {
+        if p0.max(p1) <= limit {
+            near.push(x);
+        } else if p0.min(p1) > limit {
+            far.push(x);
+        }
+    }
+    Some((near, far))
+}
+
+/// The targets whose figures have two or more threads, with the ratio recomputed from the
+/// samples taken while the two cores were near (a short hand-over) and while they were
+/// far. The targets table's verdicts stay on all samples; this shows how much of a ratio
+/// is the host's placement of the vCPUs. Empty for runs saved without probes.
+fn by_probe(b: &Bench) -> String {
+    let probes = all_probes(b);
+    if probes.is_empty() {
+        return String::new();
+    }
+    // Near: within twice the run's 10th percentile (its fastest placement, give or take).
+    let limit = 2.0 * probes[(probes.len() - 1) / 10];
+    let o = Ours::NAME;
+    let mut rows: Vec<(String, String, String, f64)> = vec![(
+        "W1-scaling-1k".into(),
+        format!("W1|1k/2t|{o}"),
+        format!("W1|1k/1t|{o}"),
+        1.9,
+    )];
+    for n in ["1k", "100k"] {
+        rows.push((
+            format!("W2-writer-{n}"),
+            format!("W2|{n}/flat/writer|{o}"),
+            format!("W2|{n}/flat/writer|{}", Skip::NAME),
+            1.0,
+        ));
+        rows.push((
+            format!("W2-paced-{n}"),
+            format!("W2|{n}/paced/readers|{o}"),
+            format!("W1|{n}/2t|{o}"),
+            0.95,
+        ));
+    }
+    let cell = |num: &[f64], den: &[f64]| {
+        if num.is_empty() || den.is_empty() {
+            "—".to_string()
+        } else {
+            format!(
+                "{:.2}× ({} ÷ {} samples)",
+                Stat::of(num.to_vec()).med / Stat::of(den.to_vec()).med,
+                num.len(),
+                den.len()
+            )
+        }
+    };
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "\n### Two-thread targets by the cache-line hand-over probe\n\n_The probes before \
+         and after each sample of two or more threads (see \"cache-line hand-over\" in the \
+         run table) tell where the host had the two vCPUs: near (both probes ≤ {limit:.0} \
+         ns, twice the run's 10th percentile) or far (both above). Each ratio is recomputed \
+         from the samples of one kind; a sample whose two probes disagree is in neither, \
+         and one-thread figures (no probe) count in both columns. The verdicts above use all \
+         samples._\n\n| target | goal | all samples | cores near | cores far |\n\
+         |---|---:|---|---|---|"
+    );
+    for (id, num, den, goal) in rows {
+        let (Some((nn, nf)), Some((dn, df))) = (
+            split_by_probe(b, &num, limit),
+            split_by_probe(b, &den, limit),
+        ) else {
+            continue;
+        };
+        let _ = writeln!(
+            s,
+            "| {id} | ≥ {goal:.2}× | {} | {} | {} |",
+            cell(&b.samples[&num], &b.samples[&den]),
+            cell(&nn, &dn),
+            cell(&nf, &df)
+        );
+    }
+    s
+}
+
 fn report(b: &Bench, info: &RunInfo) -> String {
     let o = Ours::NAME;
     let mode = &info.mode;
@@ -1620,20 +1761,14 @@ fn report(b: &Bench, info: &RunInfo) -> String {
     );
     let _ = writeln!(s, "| waited for load | {} |", info.waited);
     let _ = writeln!(s, "| samples | {} |", info.sampling());
-    let mut probes: Vec<f64> = b
-        .samples
-        .iter()
-        .filter(|(k, _)| k.starts_with("probe|"))
-        .flat_map(|(_, v)| v.iter().copied())
-        .collect();
+    let probes = all_probes(b);
     if !probes.is_empty() {
-        probes.sort_by(|x, y| x.partial_cmp(y).unwrap());
         let at = |q: f64| probes[((probes.len() - 1) as f64 * q).round() as usize];
         let _ = writeln!(
             s,
             "| cache-line hand-over between two threads | median {:.0} ns, 10th–90th \
              percentile {:.0}–{:.0} ns, min–max {:.0}–{:.0} ns, over {} probes, one before \
-             each sample of two or more threads (`handover_ns`; on a VM the host may move \
+             and one after each sample of two or more threads (`handover_ns`; on a VM the host may move \
              the vCPUs: see `benches/analysis.md`, \"Rounds\") |",
             at(0.5),
             at(0.1),
@@ -1692,6 +1827,7 @@ fn report(b: &Bench, info: &RunInfo) -> String {
             t.id, t.what, t.figures
         );
     }
+    s.push_str(&by_probe(b));
     let missed: Vec<&Target> = ts.iter().filter(|t| met(t) == Some(false)).collect();
     let _ = writeln!(s, "\n## Why: where the time goes\n");
     s.push_str(&intro);
