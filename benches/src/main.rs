@@ -2315,6 +2315,47 @@ mod tests {
     }
 
     #[test]
+    fn probes_split_samples_into_near_and_far() {
+        assert_eq!(probe_key("W1|1k/1t|x"), None);
+        assert_eq!(probe_key("W1|1k/2t|x").as_deref(), Some("probe|W1|1k/2t|x"));
+        assert_eq!(
+            probe_key("W2|100k/paced/writer|x").as_deref(),
+            Some("probe|W2|100k/paced|x")
+        );
+        assert_eq!(probe_key("W3|10k/1op|x"), None);
+        let mut b = Bench {
+            opts: Opts::parse_from(&[]),
+            dur: Duration::from_millis(1),
+            results: BTreeMap::new(),
+            samples: BTreeMap::new(),
+            notes: BTreeMap::new(),
+            facts: BTreeMap::new(),
+        };
+        b.samples
+            .insert("W2|1k/flat/readers|x".into(), vec![1.0, 2.0, 3.0, 4.0]);
+        b.samples
+            .insert("probe|W2|1k/flat|x".into(), vec![30.0, 200.0, 30.0, 200.0]);
+        b.samples.insert(
+            "probe-after|W2|1k/flat|x".into(),
+            vec![30.0, 200.0, 200.0, 30.0],
+        );
+        b.samples.insert("W1|1k/1t|x".into(), vec![5.0, 6.0]);
+        // Both probes near, both far; the two samples whose probes disagree are in neither.
+        assert_eq!(
+            split_by_probe(&b, "W2|1k/flat/readers|x", 60.0),
+            Some((vec![1.0], vec![2.0]))
+        );
+        // No probes (one thread): every sample on both sides.
+        assert_eq!(
+            split_by_probe(&b, "W1|1k/1t|x", 60.0),
+            Some((vec![5.0, 6.0], vec![5.0, 6.0]))
+        );
+        // Probes missing or of another length: no split rather than a wrong one.
+        b.samples.get_mut("probe-after|W2|1k/flat|x").unwrap().pop();
+        assert_eq!(split_by_probe(&b, "W2|1k/flat/readers|x", 60.0), None);
+    }
+
+    #[test]
     fn samples_survive_save_and_load() {
         let path = std::env::temp_dir().join(format!("compare-test-{}.tsv", std::process::id()));
         let path = path.to_str().unwrap();
