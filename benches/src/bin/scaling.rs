@@ -26,7 +26,11 @@
 //! machine's load during the run (another build starting) hits all rows alike rather than
 //! the rows that happened to run then. The column "pairs" gives the smallest and largest
 //! ratio of one two-thread sample to the one-thread sample taken just before it; a wide
-//! spread means the run was disturbed.
+//! spread means the run was disturbed. A cache-line hand-over probe (`handover_ns`) runs
+//! right before and right after each two-thread sample: on a VM the host may move the two
+//! vCPUs nearer or farther apart while the run goes on, and the columns "near" and "far"
+//! give the median per-pair ratio over the samples whose two probes were both short or
+//! both long.
 //! Everything runs in one process; our map is built first, in a fresh heap, with
 //! `layout(1000, 1)` as in the runner, and the addresses of the entries' values are printed
 //! (the allocation stride and how often two consecutive ranges' values share a line).
@@ -93,6 +97,11 @@ struct Row {
     two: f64,
     /// Smallest and largest ratio of a two-thread sample to the one-thread sample before it.
     pairs: (f64, f64),
+    /// Median of those per-pair ratios over the two-thread samples taken with the cores
+    /// near (both hand-over probes around the sample at most the limit), with their count.
+    near: (Option<f64>, usize),
+    /// The same with the cores far (both probes above the limit).
+    far: (Option<f64>, usize),
 }
 
 struct Cfg {
@@ -120,24 +129,53 @@ fn exp<'a, F: Fn(u64) -> u64 + Sync + 'a>(name: &str, op: F, lists: [&'a [u64]; 
 
 /// Every experiment with thread 0's list alone, then with both lists. Round-robin: each
 /// round takes one one-thread and one two-thread sample of every experiment, so a change
-/// in the machine's load during the run hits all rows alike.
-fn measure(cfg: &Cfg, exps: &[Exp]) -> Vec<Row> {
+/// in the machine's load during the run hits all rows alike. A cache-line hand-over probe
+/// ([`handover_ns`]) runs right before and right after each two-thread sample; the
+/// returned limit (twice the run's 10th-percentile probe) splits them into near and far.
+fn measure(cfg: &Cfg, exps: &[Exp]) -> (Vec<Row>, f64) {
     for e in exps {
         (e.run)(&e.lists[..1], cfg.dur / 4);
         (e.run)(&e.lists, cfg.dur / 4);
     }
-    let mut samples: Vec<(Vec<f64>, Vec<f64>)> = exps.iter().map(|_| Default::default()).collect();
+    /// One-thread samples, two-thread samples, and the probes around each of the latter.
+    type Samples = (Vec<f64>, Vec<f64>, Vec<(f64, f64)>);
+    let mut samples: Vec<Samples> = exps.iter().map(|_| Default::default()).collect();
     for round in 0..cfg.reps {
-        for (e, (ones, twos)) in exps.iter().zip(&mut samples) {
+        for (e, (ones, twos, probes)) in exps.iter().zip(&mut samples) {
             ones.push((e.run)(&e.lists[..1], cfg.dur));
+            let before = handover_ns(100_000);
             twos.push((e.run)(&e.lists, cfg.dur));
+            probes.push((before, handover_ns(100_000)));
         }
         eprintln!("  round {}/{} done", round + 1, cfg.reps);
     }
-    exps.iter()
+    let mut all: Vec<f64> = samples
+        .iter()
+        .flat_map(|(_, _, p)| p.iter().flat_map(|&(a, b)| [a, b]))
+        .collect();
+    all.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    let limit = 2.0 * all[(all.len() - 1) / 10];
+    let rows = exps
+        .iter()
         .zip(samples)
-        .map(|(e, (ones, twos))| {
+        .map(|(e, (ones, twos, probes))| {
             let ratios: Vec<f64> = twos.iter().zip(&ones).map(|(t, o)| t / o).collect();
+            let class = |near: bool| {
+                let v: Vec<f64> = ratios
+                    .iter()
+                    .zip(&probes)
+                    .filter(|(_, &(a, b))| {
+                        if near {
+                            a.max(b) <= limit
+                        } else {
+                            a.min(b) > limit
+                        }
+                    })
+                    .map(|(r, _)| *r)
+                    .collect();
+                let n = v.len();
+                ((n > 0).then(|| median(v)), n)
+            };
             Row {
                 name: e.name.clone(),
                 one: median(ones),
@@ -146,25 +184,43 @@ fn measure(cfg: &Cfg, exps: &[Exp]) -> Vec<Row> {
                     ratios.iter().copied().fold(f64::INFINITY, f64::min),
                     ratios.iter().copied().fold(0.0, f64::max),
                 ),
+                near: class(true),
+                far: class(false),
             }
         })
-        .collect()
+        .collect();
+    (rows, limit)
+}
+
+/// "1.52× (3)": a class's median per-pair ratio and its number of samples.
+fn class(c: (Option<f64>, usize)) -> String {
+    match c.0 {
+        Some(r) => format!("{r:.2}× ({})", c.1),
+        None => "—".into(),
+    }
 }
 
 fn plain(rows: &[Row]) -> String {
     let mut s = format!(
-        "  {:<44} {:>10} {:>10} {:>7}  {}\n",
-        "experiment (N = 1,000), ops/s", "1 thread", "2 threads", "2 ÷ 1", "pairs (min–max)"
+        "  {:<44} {:>10} {:>10} {:>7}  {:<15} {:>10} {:>10}\n",
+        "experiment (N = 1,000), ops/s",
+        "1 thread",
+        "2 threads",
+        "2 ÷ 1",
+        "pairs (min–max)",
+        "near",
+        "far"
     );
     for r in rows {
         s += &format!(
-            "  {:<44} {:>10} {:>10} {:>6.2}x  {:.2}–{:.2}\n",
+            "  {:<44} {:>10} {:>10} {:>6.2}x  {:<15} {:>10} {:>10}\n",
             r.name,
             mops(r.one),
             mops(r.two),
             r.two / r.one,
-            r.pairs.0,
-            r.pairs.1
+            format!("{:.2}–{:.2}", r.pairs.0, r.pairs.1),
+            class(r.near),
+            class(r.far)
         );
     }
     s
@@ -283,16 +339,19 @@ fn markdown(rows: &[Row], facts: &[(String, String)]) -> String {
         s += &format!("- {k}: {v}\n");
     }
     s += "\n| experiment (N = 1,000) | 1 thread (ops/s) | 2 threads (ops/s) | 2 ÷ 1 | \
-          per-pair 2 ÷ 1 (min–max) |\n|---|---:|---:|---:|---:|\n";
+          per-pair 2 ÷ 1 (min–max) | per-pair, cores near (samples) | cores far |\n\
+          |---|---:|---:|---:|---:|---:|---:|\n";
     for r in rows {
         s += &format!(
-            "| {} | {} | {} | {:.2}× | {:.2}–{:.2} |\n",
+            "| {} | {} | {} | {:.2}× | {:.2}–{:.2} | {} | {} |\n",
             r.name,
             mops(r.one),
             mops(r.two),
             r.two / r.one,
             r.pairs.0,
-            r.pairs.1
+            r.pairs.1,
+            class(r.near),
+            class(r.far)
         );
     }
     s
@@ -441,8 +500,13 @@ fn main() {
         [&shared[0], &shared[1]],
     ));
 
-    let rows = measure(&cfg, &exps);
+    let (rows, limit) = measure(&cfg, &exps);
     print!("\n{}", plain(&rows));
+    println!(
+        "near / far: median per-pair ratio of the two-thread samples whose hand-over probes \
+         (before and after) were both at most / both above {limit:.0} ns (twice the run's \
+         10th percentile), with their number"
+    );
 
     let load_end = loadavg();
     let secs = t_start.elapsed().as_secs_f64();
@@ -472,6 +536,13 @@ fn main() {
                 ),
             ),
             ("entries".to_string(), placement),
+            (
+                "cores near / far".to_string(),
+                format!(
+                    "both cache-line hand-over probes around a two-thread sample at most / \
+                     both above {limit:.0} ns (twice the run's 10th percentile)"
+                ),
+            ),
         ];
         println!("\n{}", markdown(&rows, &facts));
     }
