@@ -4,8 +4,16 @@
 //!
 //! ```text
 //! cargo run --release -p rcu-rangemap-bench -- [--quick] [--only W1,W3] [--filter NAMES]
-//!     [--out PATH | --no-write] [--secs S] [--reps R] [--wait-load L] [--wait-max-mins M]
+//!     [--out PATH | --no-write] [--secs S] [--rounds R] [--reps K] [--wait-load L]
+//!     [--wait-max-mins M]
 //! ```
+//!
+//! Each structure and size runs in a child process of its own, in three rounds over all of
+//! them (order reversed every other round), and each figure is the median of all its
+//! samples ([`children`]). Before and after each sample of two or more threads a probe
+//! measures how long a cache line takes to pass between two threads ([`handover_ns`]):
+//! on a VM the host moves the vCPUs, and the report splits the two-thread targets by it.
+//! The raw results (`target/bench-results/last-*.tsv`) keep every sample and probe.
 //!
 //! A full run (no `--quick`, no `--only`/`--filter`) writes `BENCHMARKS.md` at the repository
 //! root; any other run writes `target/bench-results/BENCHMARKS-partial.md` unless `--out`

@@ -15,7 +15,7 @@
 //! | ours, interleaved | thread 0: even ranges, thread 1: odd ranges | no entry shared, but neighbours in allocation order are on different threads: false sharing only |
 //! | counters/32 B, … | 1,000 `AtomicU32`s one per 32 bytes (like a 24-byte entry in a 32-byte block): load, CAS +1, read, `fetch_sub` 1 | the same RMWs without a tree: the machine's cost of shared lines |
 //! | counters/64 B, … | the same, one counter per 64-byte line | as above, with no two counters in a line |
-//! | BTreeMap (no lock), ArcSwap<BTreeMap> | shared keys | the scaling of readers that write nothing shared, in this run |
+//! | BTreeMap (no lock), `ArcSwap<BTreeMap>` | shared keys | the scaling of readers that write nothing shared, in this run |
 //!
 //! Every row gives lookups (or counter operations) per second, all threads together, with
 //! one thread and with two, and the ratio. A one-thread figure uses thread 0's address list
