@@ -273,6 +273,18 @@ struct Bench {
 }
 
 impl Bench {
+    /// A bench with nothing measured yet, samples of `opts.secs` each.
+    fn new(opts: Opts) -> Bench {
+        Bench {
+            dur: Duration::from_secs_f64(opts.secs),
+            opts,
+            results: BTreeMap::new(),
+            samples: BTreeMap::new(),
+            notes: BTreeMap::new(),
+            facts: BTreeMap::new(),
+        }
+    }
+
     /// One warm-up sample (a quarter of the duration), then `reps` samples.
     fn repeat<const M: usize>(&self, f: impl FnMut(Duration) -> [f64; M]) -> [Vec<f64>; M] {
         self.repeat_n(self.opts.reps, None, f)
@@ -2160,14 +2172,7 @@ fn job_order<'a, J>(
 fn main() {
     let opts = Opts::parse();
     if let Some(path) = opts.render.clone() {
-        let mut b = Bench {
-            dur: Duration::from_secs_f64(opts.secs),
-            opts,
-            results: BTreeMap::new(),
-            samples: BTreeMap::new(),
-            notes: BTreeMap::new(),
-            facts: BTreeMap::new(),
-        };
+        let mut b = Bench::new(opts);
         let mut info = load(&path, &mut b);
         info.rendered_from = path.clone();
         b.opts.quick = info.mode == "quick";
@@ -2205,15 +2210,7 @@ fn main() {
     let load_start = loadavg();
     println!("{command}\nload average at start: {load_start}");
     let t0 = Instant::now();
-    let dur = Duration::from_secs_f64(opts.secs);
-    let mut b = Bench {
-        opts,
-        dur,
-        results: BTreeMap::new(),
-        samples: BTreeMap::new(),
-        notes: BTreeMap::new(),
-        facts: BTreeMap::new(),
-    };
+    let mut b = Bench::new(opts);
     if b.opts.emit || b.opts.in_process {
         if b.opts.section("atomics") {
             atomics(&mut b);
@@ -2331,14 +2328,7 @@ mod tests {
             Some("probe|W2|100k/paced|x")
         );
         assert_eq!(probe_key("W3|10k/1op|x"), None);
-        let mut b = Bench {
-            opts: Opts::parse_from(&[]),
-            dur: Duration::from_millis(1),
-            results: BTreeMap::new(),
-            samples: BTreeMap::new(),
-            notes: BTreeMap::new(),
-            facts: BTreeMap::new(),
-        };
+        let mut b = Bench::new(Opts::parse_from(&[]));
         b.samples
             .insert("W2|1k/flat/readers|x".into(), vec![1.0, 2.0, 3.0, 4.0]);
         b.samples
@@ -2367,14 +2357,7 @@ mod tests {
     fn samples_survive_save_and_load() {
         let path = std::env::temp_dir().join(format!("compare-test-{}.tsv", std::process::id()));
         let path = path.to_str().unwrap();
-        let mut b = Bench {
-            opts: Opts::parse_from(&[]),
-            dur: Duration::from_millis(1),
-            results: BTreeMap::new(),
-            samples: BTreeMap::new(),
-            notes: BTreeMap::new(),
-            facts: BTreeMap::new(),
-        };
+        let mut b = Bench::new(Opts::parse_from(&[]));
         b.put_samples("W3|10k/1op|x".into(), vec![3.0, 1.0, 2.5, 4.0]);
         let info = RunInfo {
             reps: 2,
@@ -2384,14 +2367,7 @@ mod tests {
             ..RunInfo::default()
         };
         save(path, &info, &b);
-        let mut back = Bench {
-            opts: Opts::parse_from(&[]),
-            dur: Duration::from_millis(1),
-            results: BTreeMap::new(),
-            samples: BTreeMap::new(),
-            notes: BTreeMap::new(),
-            facts: BTreeMap::new(),
-        };
+        let mut back = Bench::new(Opts::parse_from(&[]));
         let info_back = load(path, &mut back);
         std::fs::remove_file(path).unwrap();
         assert_eq!(back.samples["W3|10k/1op|x"], [3.0, 1.0, 2.5, 4.0]);
