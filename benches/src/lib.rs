@@ -150,8 +150,9 @@ pub fn run_loop<F: Fn(&[u64]) -> u64>(op: &F, list: &[u64], stop: &AtomicBool) -
 /// not a constant. The host may put the two vCPUs on SMT siblings, on cores that share an
 /// L3, or farther apart, and may move them while a run goes on: on the AMD VM of
 /// 2026-12-01 consecutive probes 0.3 s apart measured ~18, ~38 and ~79 ns (see
-/// `benches/analysis.md`, "Rounds"). The runner probes before each sample of two or more
-/// threads and keeps the results beside the figures.
+/// `benches/analysis.md`, "Rounds"). The runner and the `scaling` binary probe right
+/// before and right after each sample of two or more threads and keep the results beside
+/// the figures.
 pub fn handover_ns(handovers: u64) -> f64 {
     use std::sync::atomic::AtomicU64;
     use std::time::{Duration, Instant};

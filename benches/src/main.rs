@@ -1536,14 +1536,20 @@ impl RunInfo {
         let flat = self.flat_reps * self.rounds;
         format!(
             "{} per figure ({} for W2 flat out, whose samples are also the aging before the \
-             paced phase), {:.2} s each: {} rounds over all structures, the order reversed \
-             every other round, each structure and size in a child process of its own that \
-             takes one warm-up sample and then {} per figure ({} for W2 flat out); memory \
-             and `atomics` in the first round only",
+             paced phase), {:.2} s each: {}, each structure and size in a child process of \
+             its own that takes one warm-up sample and then {} per figure ({} for W2 flat \
+             out); memory and `atomics` in the first round only",
             self.samples(),
             flat,
             self.secs,
-            self.rounds,
+            if self.rounds == 1 {
+                "one round over all structures".to_string()
+            } else {
+                format!(
+                    "{} rounds over all structures, the order reversed every other round",
+                    self.rounds
+                )
+            },
             self.reps,
             self.flat_reps
         )
