@@ -14,12 +14,13 @@
 //! | cpu ns/session | the writer's CPU time per session: its cost, whatever share of the CPU the scheduler gave it |
 //! | readers M/s | lookups of all readers together |
 //! | heap MiB | bytes the process holds afterwards, structure still alive (a counting allocator) |
+//! | hand-over ns | a cache-line hand-over probe (`handover_ns`) right before and right after: where the host had the two vCPUs (`benches/analysis.md`, "Rounds") |
 //!
 //! and at the end the medians, with ours' writer ÷ SkipMap's writer of each repetition.
 //! Linux only (it reads `/proc`).
 //!
 //! ```text
-//! cargo run --release -p rcu-rangemap-bench --bin writer_cpu [-- [--n N] [--readers R] [--secs S] [--reps K] [--elsewhere]]
+//! cargo run --release -p rcu-rangemap-bench --bin writer_cpu [-- [--n N] [--readers R] [--secs S] [--reps K] [--ops K] [--elsewhere]]
 //! ```
 
 use std::ops::Range;
@@ -80,6 +81,8 @@ struct Sample {
     cpu_ns_per_session: f64,
     lookups_per_s: f64,
     heap_mib: f64,
+    /// Cache-line hand-over probes ([`handover_ns`]) right before and right after, ns.
+    probes: (f64, f64),
 }
 
 struct Opts {
@@ -88,6 +91,8 @@ struct Opts {
     secs: f64,
     reps: usize,
     elsewhere: bool,
+    /// Distinct churn operations the writer cycles through (the runner's W2 uses 16,384).
+    ops: usize,
 }
 
 /// The writer churning `s` for `secs`, beside `opts.readers` threads reading `read`.
@@ -95,7 +100,7 @@ fn sample<S: Concurrent>(s: &S, read: &S, ranges: &[Range<u64>], opts: &Opts) ->
     let addrs: Vec<Vec<u64>> = (0..opts.readers)
         .map(|t| hit_addresses(ranges, 1 << 16, 0xadd0 + t as u64))
         .collect();
-    let ops = churn_ops(ranges, 1 << 16, 7);
+    let ops = churn_ops(ranges, opts.ops, 7);
     let stop = AtomicBool::new(false);
     let barrier = Barrier::new(opts.readers + 2);
     let (stop, barrier, ops) = (&stop, &barrier, &ops);
@@ -134,31 +139,34 @@ fn sample<S: Concurrent>(s: &S, read: &S, ranges: &[Range<u64>], opts: &Opts) ->
             cpu_ns_per_session: w.cpu_ns as f64 / sessions.max(1) as f64,
             lookups_per_s: lookups as f64 / wall,
             heap_mib: counting::NET_BYTES.load(Relaxed) as f64 / (1 << 20) as f64,
+            probes: (0.0, 0.0),
         }
     })
 }
 
 /// A fresh structure (and, with `--elsewhere`, a second one for the readers), one sample.
+/// The hand-over probes around the sample go in `probes`.
 fn one<S: Concurrent>(ranges: &[Range<u64>], opts: &Opts) -> Sample {
     let s = S::build(ranges);
-    if opts.elsewhere {
-        let other = S::build(ranges);
-        sample(&s, &other, ranges, opts)
-    } else {
-        sample(&s, &s, ranges, opts)
-    }
+    let other = opts.elsewhere.then(|| S::build(ranges));
+    let before = handover_ns(100_000);
+    let mut x = sample(&s, other.as_ref().unwrap_or(&s), ranges, opts);
+    x.probes = (before, handover_ns(100_000));
+    x
 }
 
 fn print_row(name: &str, x: &Sample) {
     println!(
-        "| {name} | {:.0}k | {:.0} | {:.0} | {:.0} | {:.0} | {:.2} | {:.1} |",
+        "| {name} | {:.0}k | {:.0} | {:.0} | {:.0} | {:.0} | {:.2} | {:.1} | {:.0} / {:.0} |",
         x.sessions_per_s / 1e3,
         x.cpu_share * 100.0,
         x.queue_share * 100.0,
         x.sleeps_per_s,
         x.cpu_ns_per_session,
         x.lookups_per_s / 1e6,
-        x.heap_mib
+        x.heap_mib,
+        x.probes.0,
+        x.probes.1
     );
 }
 
@@ -174,6 +182,7 @@ fn parse() -> Opts {
         secs: 1.0,
         reps: 3,
         elsewhere: false,
+        ops: 1 << 16,
     };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -184,14 +193,16 @@ fn parse() -> Opts {
             "--secs" => o.secs = val().parse().expect("--secs S"),
             "--reps" => o.reps = val().parse().expect("--reps K"),
             "--elsewhere" => o.elsewhere = true,
+            "--ops" => o.ops = val().parse().expect("--ops K"),
             _ => panic!(
-                "usage: writer_cpu [--n N] [--readers R] [--secs S] [--reps K] [--elsewhere]"
+                "usage: writer_cpu [--n N] [--readers R] [--secs S] [--reps K] [--ops K] \
+                 [--elsewhere]"
             ),
         }
     }
     assert!(
-        o.reps > 0 && o.secs > 0.0,
-        "--reps and --secs must be positive"
+        o.reps > 0 && o.secs > 0.0 && o.ops > 0,
+        "--reps, --secs and --ops must be positive"
     );
     o
 }
@@ -201,7 +212,8 @@ fn main() {
     let opts = parse();
     let ranges = layout(opts.n, 1);
     println!(
-        "W2 writer beside {} reader(s) {}, N = {}, {} s per sample, {} repetitions",
+        "W2 writer beside {} reader(s) {}, N = {}, {} distinct churn ops, {} s per sample, \
+         {} repetitions",
         opts.readers,
         if opts.elsewhere {
             "on another copy"
@@ -209,11 +221,12 @@ fn main() {
             "on the same structure"
         },
         opts.n,
+        opts.ops,
         opts.secs,
         opts.reps
     );
-    println!("| structure | sessions/s | cpu % | queue % | sleeps/s | cpu ns/session | readers M/s | heap MiB |");
-    println!("|---|---:|---:|---:|---:|---:|---:|---:|");
+    println!("| structure | sessions/s | cpu % | queue % | sleeps/s | cpu ns/session | readers M/s | heap MiB | hand-over ns before / after |");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
     let (mut ours, mut skip) = (Vec::new(), Vec::new());
     for _ in 0..opts.reps {
         let a = one::<Ours>(&ranges, &opts);
