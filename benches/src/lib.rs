@@ -202,6 +202,42 @@ pub fn handover_ns(handovers: u64) -> f64 {
     }
 }
 
+/// Hand-overs per probe of [`handover_ns`] in the harness: 2–8 ms at the 18–79 ns seen on
+/// the AMD VM.
+pub const PROBE_HANDOVERS: u64 = 100_000;
+
+/// Where the host had the two vCPUs during a sample, judged from the [`handover_ns`]
+/// probes right before and right after it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Placement {
+    /// Both probes at most the run's limit ([`Placement::limit`]).
+    Near,
+    /// Both probes above it.
+    Far,
+}
+
+impl Placement {
+    /// The limit between near and far for a run's probes: twice their 10th percentile (the
+    /// run's fastest placement, give or take). `None` without probes.
+    pub fn limit(probes: &[f64]) -> Option<f64> {
+        let mut v = probes.to_vec();
+        v.sort_by(f64::total_cmp);
+        Some(2.0 * *v.get((v.len().checked_sub(1)?) / 10)?)
+    }
+
+    /// Near if both probes are at most `limit`, far if both are above; `None` if they
+    /// disagree (the host moved the vCPUs during the sample, or was about to).
+    pub fn of(before: f64, after: f64, limit: f64) -> Option<Placement> {
+        if before.max(after) <= limit {
+            Some(Placement::Near)
+        } else if before.min(after) > limit {
+            Some(Placement::Far)
+        } else {
+            None
+        }
+    }
+}
+
 /// Age `s` as the runner's flat-out W2 phase does: `count` one-op sessions from `ops`
 /// (cycled) while one reader per list in `addrs` looks up, so the blocks each session
 /// retires wait out the readers' grace periods before they can be reused.
@@ -927,5 +963,20 @@ mod tests {
         let ns = super::handover_ns(2_000);
         assert!(ns.is_finite() && ns > 0.0, "{ns}");
         assert!(ns < 1e9, "{ns}");
+    }
+
+    #[test]
+    fn placement_needs_both_probes_on_one_side() {
+        use super::Placement::{self, *};
+        assert_eq!(Placement::limit(&[]), None);
+        // Ten probes: the 10th percentile is the smallest.
+        let probes = [
+            30.0, 200.0, 31.0, 35.0, 170.0, 33.0, 180.0, 32.0, 400.0, 34.0,
+        ];
+        assert_eq!(Placement::limit(&probes), Some(60.0));
+        assert_eq!(Placement::of(30.0, 60.0, 60.0), Some(Near));
+        assert_eq!(Placement::of(61.0, 200.0, 60.0), Some(Far));
+        assert_eq!(Placement::of(30.0, 200.0, 60.0), None);
+        assert_eq!(Placement::of(200.0, 30.0, 60.0), None);
     }
 }

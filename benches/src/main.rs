@@ -214,9 +214,6 @@ const HELP: &str = "compare: rcu_rangemap against its peers (see benches/src/mai
   --wait-load L       wait until the 1-minute load average is below L
   --wait-max-mins M   ... but at most M minutes (default 40)";
 
-/// Hand-overs per probe of [`handover_ns`]: 2–8 ms at the 18–79 ns seen on the AMD VM.
-const PROBE_HANDOVERS: u64 = 100_000;
-
 /// Samples of W2 flat out per child run in full mode: the paced phase follows them on the
 /// same map, so they are also its aging. Five, as in every full run before rounds
 /// (2026-12-01), so that W2-paced stays comparable with them.
@@ -1025,29 +1022,57 @@ struct Target {
     at_least: bool,
     ratio: Option<f64>,
     figures: String,
+    /// The result keys of the numerator and the denominator, for a target that is one
+    /// figure divided by another.
+    keys: Option<(String, String)>,
 }
 
-fn ratio(b: &Bench, num: &str, den: &str) -> (Option<f64>, String) {
-    match (b.get(num), b.get(den)) {
+/// A target's measured side: the ratio, the figures it is made of, and (for one figure
+/// divided by another) their result keys.
+struct Measured {
+    ratio: Option<f64>,
+    figures: String,
+    keys: Option<(String, String)>,
+}
+
+impl Measured {
+    /// A target that is not one figure divided by another.
+    fn other(ratio: Option<f64>, figures: String) -> Measured {
+        Measured {
+            ratio,
+            figures,
+            keys: None,
+        }
+    }
+}
+
+fn ratio(b: &Bench, num: &str, den: &str) -> Measured {
+    let (ratio, figures) = match (b.get(num), b.get(den)) {
         (Some(n), Some(d)) => (
             Some(n.med / d.med),
             format!("{} vs {}", fmt_num(n.med), fmt_num(d.med)),
         ),
         _ => (None, "not measured".into()),
+    };
+    Measured {
+        ratio,
+        figures,
+        keys: Some((num.to_string(), den.to_string())),
     }
 }
 
 fn targets(b: &Bench) -> Vec<Target> {
     let o = Ours::NAME;
     let mut t = Vec::new();
-    let mut push = |id, what: String, goal, at_least, (ratio, figures): (Option<f64>, String)| {
+    let mut push = |id, what: String, goal, at_least, m: Measured| {
         t.push(Target {
             id,
             what,
             goal,
             at_least,
-            ratio,
-            figures,
+            ratio: m.ratio,
+            figures: m.figures,
+            keys: m.keys,
         })
     };
     for n in ["1k", "100k"] {
@@ -1189,7 +1214,7 @@ fn targets(b: &Bench) -> Vec<Target> {
             ),
             1.0,
             true,
-            (both_ratio, both_figures),
+            Measured::other(both_ratio, both_figures),
         );
         // The same ratio for the peers in this run: what the paced writer, a third thread
         // on two cores, and the flat phase's aging before it cost their readers.
@@ -1278,13 +1303,13 @@ fn targets(b: &Bench) -> Vec<Target> {
         &format!("W4|1k|{}", FloorAlloc::NAME),
         &format!("W4|100k|{}", FloorAlloc::NAME),
     )
-    .0;
+    .ratio;
     let lookup_growth = ratio(
         b,
         &format!("W1|1k/1t|{}", Floor::NAME),
         &format!("W1|100k/1t|{}", Floor::NAME),
     )
-    .0;
+    .ratio;
     let floors: Vec<String> = [
         edits_growth.map(|r| format!("an unlocked BTreeMap's remove + re-insert, W4: {r:.2}×")),
         lookup_growth.map(|r| format!("its lookup, W1: {r:.2}×")),
@@ -1317,7 +1342,7 @@ fn targets(b: &Bench) -> Vec<Target> {
         "memory at N = 100k, V = u64: bytes per range (ascending build)".into(),
         64.0,
         false,
-        (
+        Measured::other(
             mem.map(|s| s.med),
             mem.map_or("not measured".into(), |s| format!("{:.1} B", s.med)),
         ),
@@ -1328,7 +1353,7 @@ fn targets(b: &Bench) -> Vec<Target> {
         "lock state per entry (bytes of state; 16 with alignment)".into(),
         12.0,
         false,
-        (
+        Measured::other(
             lock.map(|s| s.med),
             lock.map_or("not measured".into(), |s| {
                 format!("{:.0} B state, {:.0} B aligned", s.med, s.max)
@@ -1640,10 +1665,9 @@ fn probe_key(key: &str) -> Option<String> {
     }
 }
 
-/// `key`'s samples split by the probes taken around each: near (both probes at most
-/// `limit` ns) and far (both above); a sample whose probes disagree (the host moved the
-/// vCPUs meanwhile, or was about to) is in neither. A figure without probes (one thread)
-/// gives all its samples to both.
+/// `key`'s samples split by the probes taken around each ([`Placement::of`]): near and
+/// far; a sample whose probes disagree is in neither. A figure without probes (one
+/// thread) gives all its samples to both.
 fn split_by_probe(b: &Bench, key: &str, limit: f64) -> Option<(Vec<f64>, Vec<f64>)> {
     let v = b.samples.get(key)?;
     let Some(pk) = probe_key(key) else {
@@ -1656,10 +1680,10 @@ fn split_by_probe(b: &Bench, key: &str, limit: f64) -> Option<(Vec<f64>, Vec<f64
     }
     let (mut near, mut far) = (Vec::new(), Vec::new());
     for ((&x, &p0), &p1) in v.iter().zip(before).zip(after) {
-        if p0.max(p1) <= limit {
-            near.push(x);
-        } else if p0.min(p1) > limit {
-            far.push(x);
+        match Placement::of(p0, p1, limit) {
+            Some(Placement::Near) => near.push(x),
+            Some(Placement::Far) => far.push(x),
+            None => {}
         }
     }
     Some((near, far))
@@ -1670,33 +1694,9 @@ fn split_by_probe(b: &Bench, key: &str, limit: f64) -> Option<(Vec<f64>, Vec<f64
 /// far. The targets table's verdicts stay on all samples; this shows how much of a ratio
 /// is the host's placement of the vCPUs. Empty for runs saved without probes.
 fn by_probe(b: &Bench) -> String {
-    let probes = all_probes(b);
-    if probes.is_empty() {
+    let Some(limit) = Placement::limit(&all_probes(b)) else {
         return String::new();
-    }
-    // Near: within twice the run's 10th percentile (its fastest placement, give or take).
-    let limit = 2.0 * probes[(probes.len() - 1) / 10];
-    let o = Ours::NAME;
-    let mut rows: Vec<(String, String, String, f64)> = vec![(
-        "W1-scaling-1k".into(),
-        format!("W1|1k/2t|{o}"),
-        format!("W1|1k/1t|{o}"),
-        1.9,
-    )];
-    for n in ["1k", "100k"] {
-        rows.push((
-            format!("W2-writer-{n}"),
-            format!("W2|{n}/flat/writer|{o}"),
-            format!("W2|{n}/flat/writer|{}", Skip::NAME),
-            1.0,
-        ));
-        rows.push((
-            format!("W2-paced-{n}"),
-            format!("W2|{n}/paced/readers|{o}"),
-            format!("W1|{n}/2t|{o}"),
-            0.95,
-        ));
-    }
+    };
     let cell = |num: &[f64], den: &[f64]| {
         if num.is_empty() || den.is_empty() {
             "—".to_string()
@@ -1721,17 +1721,25 @@ fn by_probe(b: &Bench) -> String {
          samples._\n\n| target | goal | all samples | cores near | cores far |\n\
          |---|---:|---|---|---|"
     );
-    for (id, num, den, goal) in rows {
-        let (Some((nn, nf)), Some((dn, df))) = (
-            split_by_probe(b, &num, limit),
-            split_by_probe(b, &den, limit),
-        ) else {
+    for t in targets(b) {
+        let Some((num, den)) = &t.keys else {
+            continue;
+        };
+        if probe_key(num).is_none() && probe_key(den).is_none() {
+            continue;
+        }
+        let (Some((nn, nf)), Some((dn, df))) =
+            (split_by_probe(b, num, limit), split_by_probe(b, den, limit))
+        else {
             continue;
         };
         let _ = writeln!(
             s,
-            "| {id} | ≥ {goal:.2}× | {} | {} | {} |",
-            cell(&b.samples[&num], &b.samples[&den]),
+            "| {} | {} {:.2}× | {} | {} | {} |",
+            t.id,
+            if t.at_least { "≥" } else { "≤" },
+            t.goal,
+            cell(&b.samples[num], &b.samples[den]),
             cell(&nn, &dn),
             cell(&nf, &df)
         );
@@ -2124,7 +2132,6 @@ fn children(b: &mut Bench) {
                 ["@@samples", key, list] => {
                     let v = b.samples.entry(key.to_string()).or_default();
                     v.extend(list.split(',').map(|x| x.parse::<f64>().expect("a number")));
-                    b.results.insert(key.to_string(), Stat::of(v.clone()));
                 }
                 ["@@", key, med, min, max] => {
                     let p = |x: &str| x.parse::<f64>().expect("a number");
@@ -2149,6 +2156,9 @@ fn children(b: &mut Bench) {
         }
         let status = child.wait().expect("child run");
         assert!(status.success(), "child run {job:?} failed: {status}");
+    }
+    for (key, v) in &b.samples {
+        b.results.insert(key.clone(), Stat::of(v.clone()));
     }
 }
 

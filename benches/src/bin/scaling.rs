@@ -143,34 +143,27 @@ fn measure(cfg: &Cfg, exps: &[Exp]) -> (Vec<Row>, f64) {
     for round in 0..cfg.reps {
         for (e, (ones, twos, probes)) in exps.iter().zip(&mut samples) {
             ones.push((e.run)(&e.lists[..1], cfg.dur));
-            let before = handover_ns(100_000);
+            let before = handover_ns(PROBE_HANDOVERS);
             twos.push((e.run)(&e.lists, cfg.dur));
-            probes.push((before, handover_ns(100_000)));
+            probes.push((before, handover_ns(PROBE_HANDOVERS)));
         }
         eprintln!("  round {}/{} done", round + 1, cfg.reps);
     }
-    let mut all: Vec<f64> = samples
+    let all: Vec<f64> = samples
         .iter()
         .flat_map(|(_, _, p)| p.iter().flat_map(|&(a, b)| [a, b]))
         .collect();
-    all.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    let limit = 2.0 * all[(all.len() - 1) / 10];
+    let limit = Placement::limit(&all).expect("at least one round");
     let rows = exps
         .iter()
         .zip(samples)
         .map(|(e, (ones, twos, probes))| {
             let ratios: Vec<f64> = twos.iter().zip(&ones).map(|(t, o)| t / o).collect();
-            let class = |near: bool| {
+            let median_in = |class: Placement| {
                 let v: Vec<f64> = ratios
                     .iter()
                     .zip(&probes)
-                    .filter(|(_, &(a, b))| {
-                        if near {
-                            a.max(b) <= limit
-                        } else {
-                            a.min(b) > limit
-                        }
-                    })
+                    .filter(|(_, &(a, b))| Placement::of(a, b, limit) == Some(class))
                     .map(|(r, _)| *r)
                     .collect();
                 let n = v.len();
@@ -184,8 +177,8 @@ fn measure(cfg: &Cfg, exps: &[Exp]) -> (Vec<Row>, f64) {
                     ratios.iter().copied().fold(f64::INFINITY, f64::min),
                     ratios.iter().copied().fold(0.0, f64::max),
                 ),
-                near: class(true),
-                far: class(false),
+                near: median_in(Placement::Near),
+                far: median_in(Placement::Far),
             }
         })
         .collect();

@@ -149,9 +149,9 @@ fn sample<S: Concurrent>(s: &S, read: &S, ranges: &[Range<u64>], opts: &Opts) ->
 fn one<S: Concurrent>(ranges: &[Range<u64>], opts: &Opts) -> Sample {
     let s = S::build(ranges);
     let other = opts.elsewhere.then(|| S::build(ranges));
-    let before = handover_ns(100_000);
+    let before = handover_ns(PROBE_HANDOVERS);
     let mut x = sample(&s, other.as_ref().unwrap_or(&s), ranges, opts);
-    x.probes = (before, handover_ns(100_000));
+    x.probes = (before, handover_ns(PROBE_HANDOVERS));
     x
 }
 
