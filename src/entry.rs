@@ -25,7 +25,10 @@ use crate::reclaim::Blocks;
 ///   the old, so a reader whose read count is granted on an entry it found in any tree
 ///   version knows the entry's range is the one that version showed.
 /// - `value` is initialised while the entry is in a tree version some thread can still use
-///   it through (from creation until the writer that removes it moves the value out).
+///   it through (from creation until the writer that removes it moves the value out), except
+///   while the session that moved it out holds the entry write-locked: a session that
+///   removes a range and puts the same range back keeps the entry and refills it before it
+///   ends ([`Entry::refill`], `Writer`'s commit).
 /// - `value` is written only by the writer session that holds the entry write-locked
 ///   (`lock.seq == session`, after `write_lock` waited the readers out) or created it; it
 ///   is read by that writer, or by a reader holding a read count granted by the lock
@@ -67,15 +70,28 @@ impl<K: Key, V> Entry<K, V> {
         block
     }
 
-    /// Move the value out, for a map that is being dropped. The block stays its slab's (it
-    /// is freed with the slab's chunks).
+    /// Move the value out of an entry no other thread can reach: one of a map that is being
+    /// dropped, or a session's new entry that its commit throws away (`Writer`'s
+    /// `keep_entry`). The block stays its slab's.
     ///
     /// # Safety
-    /// The value is initialised, no other thread can reach the entry (its tree is gone and
-    /// no guard is alive), and nothing reads the value again.
+    /// The value is initialised, no other thread can reach the entry (its tree is gone, or
+    /// it was never published, and no guard is alive), and nothing reads the value again.
     pub(crate) unsafe fn take_value(this: NonNull<Self>) -> V {
         // SAFETY: caller contract: initialised, ours alone, and read this once.
         unsafe { (*this.as_ref().value.get()).assume_init_read() }
+    }
+
+    /// Put a value back into an entry whose value the session moved out while it kept the
+    /// entry write-locked: the commit that finds the session put the same range back
+    /// (`Writer`'s commit, step 1).
+    ///
+    /// # Safety
+    /// The active session holds `this` write-locked (so no reader reads the value until the
+    /// session ends), its value was moved out, and nothing else writes it meanwhile.
+    pub(crate) unsafe fn refill(this: NonNull<Self>, value: V) {
+        // SAFETY: caller contract: the value is vacant, and the session's alone.
+        unsafe { (*this.as_ref().value.get()).write(value) };
     }
 
     /// The value.

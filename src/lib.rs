@@ -13,7 +13,9 @@
 //! - **Writers** ([`RangeMap::write`]) are serialised. A session edits a private
 //!   copy-on-write version, write-locks only the entries it changes (waiting for their
 //!   readers), and publishes everything with one atomic root store at commit; one
-//!   sequence increment then unlocks all its entries at once.
+//!   sequence increment then unlocks all its entries at once. A session whose only change
+//!   is that a range it removed is back (the same bounds, a new value) publishes no tree at
+//!   all: it keeps the entry, write-locked all along, and puts the new value in it.
 //! - **Removed entries** are detached at commit (waiting out readers that raced in), then
 //!   freed through epoch-based reclamation. Values are never dropped by the reclaimer:
 //!   removed values are handed back to the writer's caller.

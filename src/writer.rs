@@ -20,7 +20,7 @@ use crate::key::Key;
 use crate::lock::Session;
 use crate::map::{want, Fit, RangeMap, TreeNode};
 use crate::reclaim::{Blocks, Retired};
-use crate::tree::cow::CowTree;
+use crate::tree::cow::{CowTree, EntrySwap};
 use crate::tree::gap;
 use crate::tree::node::{NodeMut, NodeRef};
 use crate::tree::search::{self, Found};
@@ -29,6 +29,10 @@ use crate::tree::search::{self, Found};
 ///
 /// Every change is made on a private copy-on-write version of the tree and published with
 /// one atomic root store when the session is committed ([`commit`](Self::commit), or drop).
+/// A session that only put back a range it removed (`remove_entry` then an insert of the
+/// same range, or an overwriting `insert` of exactly one entry's range) publishes no new
+/// version: the entry stays and takes the new value, as [`get_mut`](Self::get_mut) would
+/// have changed it, so readers' caches keep the tree.
 /// Readers keep seeing the previous version meanwhile — except the entries the session has
 /// *locked*: every entry it changes or removes (and every entry `get_mut` lends), which
 /// `get` waits for and `try_get` reports as `Locked` until the commit. Locking an entry
@@ -84,7 +88,8 @@ pub(crate) struct Scratch<K: Key, V> {
     blocks: Blocks,
     /// Published nodes the session replaced (see [`CowTree`]): retired at commit.
     retired: Vec<*mut TreeNode<K, V>>,
-    /// Entries unlinked by the session: detached at commit, then retired.
+    /// Entries unlinked by the session, each write-locked by it and its value moved out:
+    /// detached at commit, then retired (or kept, see `Writer`'s commit, step 1).
     removed: Vec<NonNull<Entry<K, V>>>,
 }
 
@@ -645,8 +650,9 @@ impl<'a, K: Key, V> Writer<'a, K, V> {
         &mut self.scratch().blocks
     }
 
-    /// Publish the session: one atomic root store, then every entry it locked becomes
-    /// readable. Same as dropping the writer.
+    /// Publish the session: one atomic root store (none if the session only put a range
+    /// back, see [`Writer`]), then every entry it locked becomes readable. Same as dropping
+    /// the writer.
     ///
     /// ```
     /// use rcu_rangemap::RangeMap;
@@ -665,13 +671,77 @@ impl<'a, K: Key, V> Writer<'a, K, V> {
     pub fn commit(self) {}
 }
 
+/// A session's only change, one range's entry ([`CowTree::only_entry_swapped`]).
+type Swap<K, V> = EntrySwap<K, Entry<K, V>>;
+
+impl<K: Key, V> Writer<'_, K, V> {
+    /// Whether all the session changed is that one range it removed is back, as a new
+    /// entry with the same bounds ([`CowTree::only_entry_swapped`]); if so, with the
+    /// removed entry's index in `removed`. Sessions that change the number of entries
+    /// (most that change more than that) are turned away without a look at the tree.
+    fn only_entry_swapped(&mut self) -> Option<(Swap<K, V>, usize)> {
+        if self.len != self.map.len() || self.scratch().removed.is_empty() {
+            return None;
+        }
+        // SAFETY: the published root stays allocated while we hold the writers' lock: only a
+        // session retires its nodes, and ours retires nothing before step 4 of its commit.
+        let published = unsafe { NodeRef::new(NonNull::new_unchecked(self.map.root_for_writer())) };
+        let swap = self.tree().only_entry_swapped(published)?;
+        let at = self.scratch().removed.iter().position(|&e| e == swap.old)?;
+        Some((swap, at))
+    }
+
+    /// Publish a session that only swapped one range's entry without publishing anything:
+    /// the removed entry, write-locked by the session since it was unlinked, stays in the
+    /// published tree and takes the new entry's value (as `get_mut` would have changed it),
+    /// and the session's nodes and the new entry, never published, go back to the slabs.
+    /// Readers find the same entry as before, refused until step 3 of the commit unlocks
+    /// it, then with the new value, so the session still looks atomic to them; no published
+    /// node or root is written, so readers keep every line of the tree in their caches.
+    ///
+    /// A remove and re-insert of one range is what W2's and W3's churn does, and W2's
+    /// writer beside one reader spent 1.6 – 3× the cycles alone on copying the path and
+    /// walking down it, as the reader kept the lines (benches/analysis.md, "W2's writer:
+    /// where the shared lines cost").
+    fn keep_entry(&mut self, swap: Swap<K, V>, at: usize) {
+        // SAFETY: the new entry is the working tree's only (`only_entry_swapped` found it in
+        // a node born in this session, and the published tree's slot for its range holds
+        // `old`), so no other thread can reach it; its value is initialised, and it is read
+        // just this once: the block is reused below.
+        let value = unsafe { Entry::take_value(swap.new) };
+        let s = self.scratch();
+        s.removed.swap_remove(at);
+        // SAFETY: `old` was in `removed`, so this session holds it write-locked and moved its
+        // value out (`Scratch::removed`); from here on it is no longer removed.
+        unsafe { Entry::refill(swap.old, value) };
+        // SAFETY: the new entry is a block of the entry slab (`Entry::alloc`), never
+        // published and unreachable once the working tree is discarded below; its value was
+        // moved out just above, so only bytes remain.
+        unsafe {
+            s.blocks.put(Retired::new(
+                swap.new.as_ptr() as *mut u8,
+                Layout::new::<Entry<K, V>>(),
+            ))
+        };
+        // SAFETY: as in `only_entry_swapped`: the published root is live for the session.
+        let published = unsafe { NodeRef::new(NonNull::new_unchecked(self.map.root_for_writer())) };
+        // SAFETY: `swap` is what `only_entry_swapped(published)` returned, and no edit ran
+        // since.
+        unsafe { self.tree().discard(published, &swap) };
+    }
+}
+
 impl<K: Key, V> Drop for Writer<'_, K, V> {
     fn drop(&mut self) {
         // 0. The gap metadata the edits left stale (`CowTree::fix_gaps`): published nodes
         //    hold exact gaps.
         self.tree().fix_gaps();
-        // 1. Publish the new version (Release inside).
-        self.map.publish(self.root, self.len);
+        // 1. Publish the new version (Release inside), unless all the session did was put
+        //    a range it removed back (`keep_entry`).
+        match self.only_entry_swapped() {
+            Some((swap, at)) => self.keep_entry(swap, at),
+            None => self.map.publish(self.root, self.len),
+        }
         crate::sync::inject_delay();
         // SAFETY: as in `scratch`; this borrow ends before step 5 ends our claim to it.
         let scratch = unsafe { &mut *self.scratch.as_ptr() };
@@ -841,6 +911,82 @@ impl<K: fmt::Debug, V: fmt::Debug> fmt::Debug for DisplacedIter<K, V> {
 #[cfg(test)]
 mod tests {
     use crate::RangeMap;
+
+    /// A session that removes a range and puts the same range back publishes nothing: the
+    /// published root and the entry stay, the entry holds the new value, and the nodes the
+    /// session copied and its new entry go back to the slabs. A session that changes
+    /// anything more publishes a new tree, as before.
+    #[test]
+    fn putting_a_range_back_keeps_the_tree_and_the_entry() {
+        let n = if cfg!(miri) { 300 } else { 5_000 };
+        let mut map = RangeMap::<u64, u64>::new();
+        {
+            let mut w = map.write();
+            // One wider gap, 407..412, near 400..403, so that trimming that range below
+            // changes no gap summary: only the leaf's slot tells the change.
+            for i in (0..n).filter(|&i| i != 102) {
+                w.try_insert(i * 4..i * 4 + 3, i).unwrap();
+            }
+        }
+        let n = n as usize - 1;
+        assert!(map.height() >= 3, "the path has internal nodes to copy");
+        // Where the value of the entry holding `k` lives: the same entry, the same place.
+        let at = |map: &RangeMap<u64, u64>, k: u64| &*map.get(k).unwrap() as *const u64;
+        let (root, entry, blocks) = (map.root_for_writer(), at(&map, 400), map.usage());
+
+        let mut w = map.write();
+        let (r, v) = w.remove_entry(401).unwrap();
+        assert_eq!((r.clone(), v), (400..403, 100));
+        w.try_insert(r, 7_100).unwrap();
+        w.commit();
+        assert_eq!(map.root_for_writer(), root, "a root was published");
+        assert_eq!(at(&map, 402), entry, "the entry was replaced");
+        assert_eq!(*map.get(402).unwrap(), 7_100);
+
+        // An overwriting insert of exactly that range does the same.
+        let old: Vec<_> = map.write().insert(400..403, 8_100).into_iter().collect();
+        assert_eq!(old, [(400..403, 7_100)]);
+        assert_eq!((map.root_for_writer(), at(&map, 400)), (root, entry));
+        assert_eq!(*map.get(400).unwrap(), 8_100);
+        assert_eq!(map.usage(), blocks, "the session's blocks went back");
+        assert_eq!(map.check_published(), n);
+
+        // Kept beside an entry the session inserted and removed again (in the same leaf:
+        // a path copied for nothing elsewhere is a change of pointers all the same).
+        let e = at(&map, 1_100);
+        let mut w = map.write();
+        w.try_insert(1_103..1_104, 0).unwrap();
+        w.remove_entry(1_103).unwrap();
+        let (r, v) = w.remove_entry(1_100).unwrap();
+        w.try_insert(r, v + 5).unwrap();
+        w.commit();
+        assert_eq!((map.root_for_writer(), at(&map, 1_100)), (root, e));
+        assert_eq!(*map.get(1_101).unwrap(), 280);
+        assert!(map.get(1_103).is_none());
+
+        // Not kept: two ranges put back (in different leaves), or one a key shorter.
+        let mut w = map.write();
+        for k in [800, 1_000] {
+            let (r, v) = w.remove_entry(k).unwrap();
+            w.try_insert(r, v + 1).unwrap();
+        }
+        w.commit();
+        assert_ne!(map.root_for_writer(), root);
+        assert_eq!(
+            (*map.get(800).unwrap(), *map.get(1_000).unwrap()),
+            (201, 251)
+        );
+        let root = map.root_for_writer();
+        let mut w = map.write();
+        let (r, _) = w.remove_entry(400).unwrap();
+        w.try_insert(r.start..r.end - 1, 7).unwrap();
+        w.commit();
+        assert_ne!(map.root_for_writer(), root);
+        assert_eq!(*map.get(401).unwrap(), 7);
+        assert!(map.get(402).is_none());
+        assert_eq!(map.check_published(), n);
+        assert_eq!(map.len(), n);
+    }
 
     /// `shrink_to_fit` keeps every entry (range and value), and leaves the map with the
     /// blocks and chunks of a fresh copy: its nodes as full as a bulk build's, and every

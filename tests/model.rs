@@ -326,6 +326,10 @@ enum Op {
     Remove(u128, u128),
     RemoveWith(u128, u128),
     RemoveEntry(u128),
+    /// `remove_entry`, then the same range back with its value changed by `d`, in one
+    /// session: the commit then keeps the entry instead of publishing a tree (`Writer`'s
+    /// `keep_entry`), if the session did nothing else.
+    PutBack(u128, u128),
     Get(u128),
     GetMut(u128, u128),
     /// Window (sorted, possibly empty), size, log2 align, highest?
@@ -423,6 +427,7 @@ fn op_strategy(pt: BoxedStrategy<u128>, kmax: u128) -> BoxedStrategy<Op> {
             Op::RemoveWith(a, b)
         }),
         2 => pt.clone().prop_map(Op::RemoveEntry),
+        2 => (pt.clone(), 1u128..1000).prop_map(|(a, d)| Op::PutBack(a, d)),
         2 => pt.clone().prop_map(Op::Get),
         2 => (pt.clone(), 1u128..1000).prop_map(|(a, d)| Op::GetMut(a, d)),
         3 => (rg(), size_strategy(pt.clone(), kmax), align_strategy(kmax), any::<bool>())
@@ -894,6 +899,22 @@ fn run<K: TestKey>(kmax: u128, sessions: &[Session]) {
                         (s, e, v)
                     });
                     assert_eq!(got, model.remove_entry(key), "remove_entry({key})");
+                }
+                Op::PutBack(key, d) => {
+                    extra.push(key);
+                    let got = w.remove_entry(k(key)).map(|(r, mut v)| {
+                        v.off = v.off.wrapping_add(d);
+                        w.try_insert(r.clone(), v.clone())
+                            .expect("the range just removed is free");
+                        let (s, e) = ur(&r);
+                        (s, e, v)
+                    });
+                    let want = model.get(key).map(|(s, e, mut v)| {
+                        v.off = v.off.wrapping_add(d);
+                        model.m.insert(s, (e, v.clone()));
+                        (s, e, v)
+                    });
+                    assert_eq!(got, want, "put back ({key})");
                 }
                 Op::Get(key) => {
                     extra.push(key);

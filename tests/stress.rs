@@ -194,6 +194,21 @@ fn torn_values() {
                     v.b += 1;
                 }
             }
+            if rng.chance(4) {
+                // Remove a slot and put it back with a new consistent value: a session that
+                // did only this (and `get_mut`s) keeps the entry and refills it in place.
+                let key = rng.below(SLOTS * W);
+                if let Some((r, v)) = w.remove_entry(key) {
+                    let next = Pair {
+                        a: v.a + 1,
+                        b: v.b + 1,
+                    };
+                    assert!(
+                        w.try_insert(r, next).is_ok(),
+                        "the range just removed is free"
+                    );
+                }
+            }
             if rng.chance(8) {
                 // Overwrite part of a slot with a fresh consistent value: splits the
                 // neighbour (a Clone of a consistent pair is consistent).

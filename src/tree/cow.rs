@@ -2,8 +2,9 @@
 //!
 //! Owns: insertion, removal and re-bounding of leaf slots, with node splits, merges and
 //! refills, by path copying — every node on a changed path that the session did not
-//! allocate itself is copied, and the original is queued for retirement at commit.
-//! Must not: publish (the writer stores the root) or free a node some reader may reach:
+//! allocate itself is copied, and the original is queued for retirement at commit; and, at
+//! commit, telling a session whose only change is one range's entry (then the writer
+//! throws the working tree away and keeps the published one). Must not: publish (the writer stores the root) or free a node some reader may reach:
 //! only nodes born in this session are reused here, immediately; replaced published nodes
 //! are listed in the session's `retired` list for the commit to retire.
 
@@ -20,6 +21,16 @@ use crate::reclaim::Blocks;
 /// A root-to-leaf path being edited: each internal node (the session's own) and the slot
 /// taken in it.
 type Path<K, E> = SmallVec<[(NodeMut<K, E>, usize); 8]>;
+
+/// A session whose only change is one range's entry ([`CowTree::only_entry_swapped`]).
+pub(crate) struct EntrySwap<K, E> {
+    /// The entry the published tree has for the range.
+    pub(crate) old: NonNull<E>,
+    /// The entry the working tree has for it instead.
+    pub(crate) new: NonNull<E>,
+    /// The session's nodes along the path to it, root first.
+    copies: SmallVec<[*mut Node<K, E>; 8]>,
+}
 
 /// A writer session's working tree, borrowed for one edit: the working root and the
 /// session's lists. The session keeps the root and the lists between edits; this view
@@ -280,6 +291,75 @@ impl<'s, K: Key, E> CowTree<'s, K, E> {
             parent.set_summary(li, left.as_ref().bounds());
             parent.set_summary(ri, right.as_ref().bounds());
         }
+    }
+
+    /// Whether all the session changed is which entry one range points at: the working
+    /// tree is `published` except that one leaf slot, with the same bounds, holds another
+    /// entry. Compares node for node, slot for slot (bounds, gaps, pointers) down the one
+    /// path whose pointers differ, and stops at the first node that does not match, so a
+    /// session that changed more costs a scan of one node. Call after
+    /// [`fix_gaps`](Self::fix_gaps), when every gap is exact.
+    ///
+    /// If so, every node the session owns is on that path (a copy anywhere else would make
+    /// a pointer above it differ), and `retired` lists exactly the nodes they copied (the
+    /// published nodes the working tree does not reach): see [`discard`](Self::discard).
+    pub(crate) fn only_entry_swapped(
+        &self,
+        published: NodeRef<'_, K, E>,
+    ) -> Option<EntrySwap<K, E>> {
+        let (mut new, mut old) = (self.root(), published);
+        let mut copies = SmallVec::new();
+        loop {
+            if new.born() != self.session || new.level() != old.level() || new.len() != old.len() {
+                return None;
+            }
+            copies.push(new.as_ptr());
+            let mut differs = None;
+            for i in 0..new.len() {
+                if new.lo(i) != old.lo(i) || new.hi(i) != old.hi(i) {
+                    return None;
+                }
+                let same = if new.is_leaf() {
+                    new.entry(i) == old.entry(i)
+                } else {
+                    if new.gap(i) != old.gap(i) {
+                        return None;
+                    }
+                    new.child(i).as_ptr() == old.child(i).as_ptr()
+                };
+                if !same && differs.replace(i).is_some() {
+                    return None;
+                }
+            }
+            let i = differs?;
+            if new.is_leaf() {
+                return Some(EntrySwap {
+                    old: old.entry(i),
+                    new: new.entry(i),
+                    copies,
+                });
+            }
+            (new, old) = (new.child(i), old.child(i));
+        }
+    }
+
+    /// Throw the session's nodes away: the working tree becomes `published` again, whose
+    /// nodes stay published (none is retired).
+    ///
+    /// # Safety
+    /// `swap` is what [`only_entry_swapped`](Self::only_entry_swapped)`(published)`
+    /// returned, with no edit since: its copies are then all the nodes the session owns,
+    /// reachable from the working root only and never published, and `retired` holds the
+    /// nodes they copied, which `published` still reaches.
+    pub(crate) unsafe fn discard(&mut self, published: NodeRef<'_, K, E>, swap: &EntrySwap<K, E>) {
+        debug_assert_eq!(self.retired.len(), swap.copies.len());
+        self.retired.clear();
+        for &n in &swap.copies {
+            // SAFETY: caller contract: born in this session, never published, and
+            // unreachable once the working root is `published` again (just below).
+            unsafe { NodeMut::recycle(n, self.blocks) };
+        }
+        *self.root = published.as_ptr();
     }
 
     /// Compute the gaps the session's edits left stale (see
