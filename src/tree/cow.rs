@@ -295,9 +295,11 @@ impl<'s, K: Key, E> CowTree<'s, K, E> {
 
     /// Whether all the session changed is which entry one range points at: the working
     /// tree is `published` except that one leaf slot, with the same bounds, holds another
-    /// entry. Compares node for node, slot for slot (bounds, gaps, pointers) down the one
-    /// path whose pointers differ, and stops at the first node that does not match, so a
-    /// session that changed more costs a scan of one node. Call after
+    /// entry. Goes down the one path whose pointers differ; each of the session's nodes on
+    /// it must be a copy of the published node at its place, and is compared with it only
+    /// in the slots the session wrote since (its `touched` bits: the others still hold what
+    /// they were copied with), bounds, gaps and pointers. Stops at the first node that does
+    /// not match. Call after
     /// [`fix_gaps`](Self::fix_gaps), when every gap is exact.
     ///
     /// If so, every node the session owns is on that path (a copy anywhere else would make
@@ -310,28 +312,21 @@ impl<'s, K: Key, E> CowTree<'s, K, E> {
         let (mut new, mut old) = (self.root(), published);
         let mut copies = SmallVec::new();
         loop {
-            if new.born() != self.session || new.level() != old.level() || new.len() != old.len() {
+            // A copy of the published node at the same place (so its untouched slots hold
+            // what that node holds), of the same length.
+            if new.born() != self.session
+                || !core::ptr::eq(new.source(), old.as_ptr())
+                || new.len() != old.len()
+            {
                 return None;
             }
             copies.push(new.as_ptr());
-            let mut differs = None;
-            for i in 0..new.len() {
-                if new.lo(i) != old.lo(i) || new.hi(i) != old.hi(i) {
-                    return None;
-                }
-                let same = if new.is_leaf() {
-                    new.entry(i) == old.entry(i)
-                } else {
-                    if new.gap(i) != old.gap(i) {
-                        return None;
-                    }
-                    new.child(i).as_ptr() == old.child(i).as_ptr()
-                };
-                if !same && differs.replace(i).is_some() {
-                    return None;
-                }
-            }
-            let i = differs?;
+            let i = only_pointer_differs(new, old, new.touched())?;
+            debug_assert_eq!(
+                only_pointer_differs(new, old, u16::MAX),
+                Some(i),
+                "a slot changed without its touched bit"
+            );
             if new.is_leaf() {
                 return Some(EntrySwap {
                     old: old.entry(i),
@@ -425,6 +420,37 @@ impl<'s, K: Key, E> CowTree<'s, K, E> {
             unsafe { NodeMut::recycle(old, self.blocks) };
         }
     }
+}
+
+/// The one slot among `slots` (a bit set; slots at or past the length count as equal) in
+/// which `new` and `old`, nodes of one level and length, differ, if they differ in its
+/// pointer alone (same bounds and, in internal nodes, gap) and nowhere else among `slots`.
+fn only_pointer_differs<K: Key, E>(
+    new: NodeRef<'_, K, E>,
+    old: NodeRef<'_, K, E>,
+    slots: u16,
+) -> Option<usize> {
+    let mut differs = None;
+    let mut bits = u32::from(slots) & ((1u32 << new.len()) - 1);
+    while bits != 0 {
+        let i = bits.trailing_zeros() as usize;
+        bits &= bits - 1;
+        if new.lo(i) != old.lo(i) || new.hi(i) != old.hi(i) {
+            return None;
+        }
+        let same = if new.is_leaf() {
+            new.entry(i) == old.entry(i)
+        } else {
+            if new.gap(i) != old.gap(i) {
+                return None;
+            }
+            new.child(i).as_ptr() == old.child(i).as_ptr()
+        };
+        if !same && differs.replace(i).is_some() {
+            return None;
+        }
+    }
+    differs
 }
 
 /// The stale gaps of the internal node `node` (the session's own) and of the nodes below

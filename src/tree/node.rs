@@ -9,10 +9,10 @@
 //! # Layout (`K = u64`, `B = 15`, 64-byte aligned)
 //!
 //! ```text
-//!            line 0-1                                        line 2-5               line 5
-//! Node       level: u8 | len: u8 | stale: u16 | pad | lo: [K; B] | slot: [(hi, ptr); B] | born: u64
-//!            8 + 120 = 128                                   240                    8  -> 384 bytes
-//! Internal   Node | gap: [K; B]                                                        -> 512 bytes
+//!            line 0-1                                             line 2-5               line 5
+//! Node       level: u8 | len: u8 | stale: u16 | touched: u16 | pad | lo: [K; B] | slot: [(hi, ptr); B] | born | source
+//!            8 + 120 = 128                                        240                    8 + 8  -> 384 bytes
+//! Internal   Node | gap: [K; B]                                                                -> 512 bytes
 //! ```
 //!
 //! Below, `hi[i]` and `ptr[i]` are the fields of `slot[i]`. `lo[i]..hi[i]` is entry `i`'s
@@ -79,9 +79,19 @@ pub(crate) struct Node<K, E> {
     len: u8,
     /// Bit `i` set: slot `i`'s gap is stale (see [`Internal`]). Always 0 in a leaf.
     stale: u16,
+    /// Bit `i` set: the session that owns the node may have written slot `i` (its `lo`, `hi`,
+    /// pointer or gap) since it allocated or copied the node; every setter of
+    /// [`NodeMut`] sets the bits of the slots it writes, and nothing else writes a slot. So
+    /// a slot whose bit is clear in a copy still holds what `source` held — what lets the
+    /// commit compare a session's path with the published one only where it changed
+    /// (`CowTree::only_entry_swapped`). Meaningless once published.
+    touched: u16,
     lo: [K; B],
     slot: [Slot<K>; B],
     born: u64,
+    /// The node this one is a copy of ([`NodeMut::copy_of`]), or null ([`NodeMut::alloc_in`]).
+    /// Only the owning session reads it (see `touched`); it is never dereferenced.
+    source: *const Node<K, E>,
     _entry: PhantomData<*const E>,
 }
 
@@ -192,6 +202,23 @@ impl<'a, K: Key, E> NodeRef<'a, K, E> {
     pub(crate) fn stale(self) -> u16 {
         // SAFETY: as in `len`.
         unsafe { (*self.raw()).stale }
+    }
+
+    /// The slots the owning session may have written since it allocated or copied the node,
+    /// as a bit set (see [`Node`]'s `touched`). Only meaningful for a node of the session
+    /// that asks.
+    #[inline]
+    pub(crate) fn touched(self) -> u16 {
+        // SAFETY: as in `len`.
+        unsafe { (*self.raw()).touched }
+    }
+
+    /// The node this one was copied from, or null if allocated empty (see [`Node`]'s
+    /// `source`). Only meaningful for a node of the session that asks.
+    #[inline]
+    pub(crate) fn source(self) -> *const Node<K, E> {
+        // SAFETY: as in `len`.
+        unsafe { (*self.raw()).source }
     }
 
     #[inline]
@@ -423,12 +450,14 @@ impl<K: Key, E> NodeMut<K, E> {
             level,
             len: 0,
             stale: 0,
+            touched: 0,
             lo: [K::MAX; B],
             slot: [Slot {
                 hi: K::ZERO,
                 ptr: core::ptr::null_mut(),
             }; B],
             born,
+            source: core::ptr::null(),
             _entry: PhantomData,
         }
     }
@@ -460,6 +489,8 @@ impl<K: Key, E> NodeMut<K, E> {
                 layout.size(),
             );
             (*dst).born = born;
+            (*dst).touched = 0;
+            (*dst).source = src.as_ptr();
             NodeMut {
                 ptr: NonNull::new_unchecked(dst),
             }
@@ -517,6 +548,8 @@ impl<K: Key, E> NodeMut<K, E> {
             (*n).len = len as u8;
             // The unused slots' gaps are not stale: `fix_gaps` must not visit them.
             (*n).stale &= ((1u32 << len) - 1) as u16;
+            // Slots leaving use had their `lo` written.
+            (*n).touched |= (((1u32 << old.max(len)) - 1) & !((1u32 << len) - 1)) as u16;
         }
     }
 
@@ -527,6 +560,7 @@ impl<K: Key, E> NodeMut<K, E> {
             let n = self.raw();
             (*n).lo[i] = s.lo;
             (*n).slot[i] = Slot { hi: s.hi, ptr };
+            (*n).touched |= 1 << i;
             if (*n).level > 0 {
                 (*(n as *mut Internal<K, E>)).gap[i] = s.gap;
                 let bit = 1u16 << i;
@@ -549,12 +583,17 @@ impl<K: Key, E> NodeMut<K, E> {
             let n = self.raw();
             (*(n as *mut Internal<K, E>)).gap[i] = gap;
             (*n).stale &= !(1u16 << i);
+            (*n).touched |= 1 << i;
         }
     }
 
     pub(crate) fn set_ptr(self, i: usize, ptr: *mut ()) {
         // SAFETY: as in `set_len`.
-        unsafe { (*self.raw()).slot[i].ptr = ptr }
+        unsafe {
+            let n = self.raw();
+            (*n).slot[i].ptr = ptr;
+            (*n).touched |= 1 << i;
+        }
     }
 
     pub(crate) fn slot_ptr(self, i: usize) -> *mut () {
@@ -643,6 +682,57 @@ mod tests {
         );
         assert_eq!(slots % 16, 0, "a slot straddles two lines");
         assert_eq!(core::mem::size_of::<Slot<u64>>(), 16);
+    }
+
+    /// A copy starts with no slot touched and knows its source; every setter marks the
+    /// slots it writes (shifts mark every slot they move, a shrink the slots it drops), so
+    /// the slots left unmarked are exactly the copied ones the session has not written.
+    #[test]
+    fn setters_mark_the_slots_they_write() {
+        let mut blocks = blocks();
+        for level in [0u8, 1] {
+            let src = NodeMut::<u64, ()>::alloc_in(&mut blocks, 1, level);
+            for i in 0..8 {
+                let lo = 10 * i as u64;
+                src.set_slot(
+                    i,
+                    Summary {
+                        lo,
+                        hi: lo + 5,
+                        gap: 1,
+                    },
+                    core::ptr::null_mut(),
+                );
+            }
+            src.set_len(8);
+            let n = NodeMut::copy_of(src.as_ref(), 2, &mut blocks);
+            assert_eq!(n.as_ref().touched(), 0);
+            assert!(core::ptr::eq(n.as_ref().source(), src.as_ptr()));
+            n.set_ptr(6, core::ptr::null_mut());
+            assert_eq!(n.as_ref().touched(), 1 << 6);
+            let s = n.slot(2).0;
+            n.set_summary(2, s);
+            assert_eq!(n.as_ref().touched(), 1 << 6 | 1 << 2);
+            if level > 0 {
+                n.set_gap(0, 1);
+                assert_eq!(n.as_ref().touched(), 1 << 6 | 1 << 2 | 1);
+            }
+            let n = NodeMut::copy_of(src.as_ref(), 2, &mut blocks);
+            let removed = n.remove_slot(5);
+            assert_eq!(
+                n.as_ref().touched(),
+                0b1110_0000,
+                "slots 5, 6 moved, 7 dropped"
+            );
+            n.insert_slot(5, removed.0, removed.1);
+            assert_eq!(n.as_ref().touched(), 0b1110_0000);
+            n.set_len(3);
+            assert_eq!(n.as_ref().touched(), 0b1111_1000);
+            for p in [src.as_ptr(), n.as_ptr()] {
+                // SAFETY: from this test's `blocks`, never published.
+                unsafe { NodeMut::recycle(p, &mut blocks) };
+            }
+        }
     }
 
     /// `summary`'s unrolled maxima against a plain fold, at every length and for both
