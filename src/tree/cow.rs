@@ -4,9 +4,10 @@
 //! refills, by path copying — every node on a changed path that the session did not
 //! allocate itself is copied, and the original is queued for retirement at commit; and, at
 //! commit, telling a session whose only change is one range's entry (then the writer
-//! throws the working tree away and keeps the published one). Must not: publish (the writer stores the root) or free a node some reader may reach:
-//! only nodes born in this session are reused here, immediately; replaced published nodes
-//! are listed in the session's `retired` list for the commit to retire.
+//! throws the working tree away and keeps the published one). Must not: publish (the
+//! writer stores the root) or free a node some reader may reach: only nodes born in this
+//! session are reused here, immediately; replaced published nodes are listed in the
+//! session's `retired` list for the commit to retire.
 
 use core::ptr::NonNull;
 
@@ -299,8 +300,7 @@ impl<'s, K: Key, E> CowTree<'s, K, E> {
     /// it must be a copy of the published node at its place, and is compared with it only
     /// in the slots the session wrote since (its `touched` bits: the others still hold what
     /// they were copied with), bounds, gaps and pointers. Stops at the first node that does
-    /// not match. Call after
-    /// [`fix_gaps`](Self::fix_gaps), when every gap is exact.
+    /// not match. Call after [`fix_gaps`](Self::fix_gaps), when every gap is exact.
     ///
     /// If so, every node the session owns is on that path (a copy anywhere else would make
     /// a pointer above it differ), and `retired` lists exactly the nodes they copied (the

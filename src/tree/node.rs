@@ -728,10 +728,6 @@ mod tests {
             assert_eq!(n.as_ref().touched(), 0b1110_0000);
             n.set_len(3);
             assert_eq!(n.as_ref().touched(), 0b1111_1000);
-            for p in [src.as_ptr(), n.as_ptr()] {
-                // SAFETY: from this test's `blocks`, never published.
-                unsafe { NodeMut::recycle(p, &mut blocks) };
-            }
         }
     }
 
