@@ -8,7 +8,7 @@
 //!
 //! | model                                  | what it proves |
 //! |----------------------------------------|----------------|
-//! | `reader_vs_writer`, `two_readers_vs_writer` | a reader never reads while the writer writes its two-step value; a reader never sees a torn value; a reader that starts after `end` succeeds and sees the complete new value |
+//! | `reader_vs_writer`, `two_readers_vs_writer` | a reader never reads while the writer writes its two-step value; a reader never sees a torn value; a reader that starts after `end` succeeds and sees the complete new value (the two steps also stand for a put-back commit's move-out and refill, `Writer`'s `keep_entry`: both are writes of the session that holds the entry write-locked) |
 //! | `writer_wakeup_never_lost`             | two readers leaving in any order while the writer waits in `write_lock` always wake it (the model terminates) |
 //! | `detach_race_single_retire`            | the seed thread's detach race: a reader's `try_read` (and one retry) racing `write_lock` + move-out + `detach` + `end`; the entry is retired exactly once, only at `DETACHED`, and a reader that got `Ok` read the live value and released it before the move-out (the payload is overwritten at move-out and poisoned at retire: a later read would be a race) |
 //! | `reused_entry_wake_held_reader`        | the 2025 kernel use-after-free: a reader's release races the writer draining, detaching and reusing the entry for another domain; the reader wakes through its own domain, never reads the reused `owner` field, and the right writer is woken |
