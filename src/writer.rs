@@ -723,11 +723,8 @@ impl<K: Key, V> Writer<'_, K, V> {
                 Layout::new::<Entry<K, V>>(),
             ))
         };
-        // SAFETY: as in `only_entry_swapped`: the published root is live for the session.
-        let published = unsafe { NodeRef::new(NonNull::new_unchecked(self.map.root_for_writer())) };
-        // SAFETY: `swap` is what `only_entry_swapped(published)` returned, and no edit ran
-        // since.
-        unsafe { self.tree().discard(published, &swap) };
+        // SAFETY: `swap` is what `only_entry_swapped` returned, and no edit ran since.
+        unsafe { self.tree().discard(&swap) };
     }
 }
 

@@ -1646,7 +1646,7 @@ fn all_probes(b: &Bench) -> Vec<f64> {
         .filter(|(k, _)| k.starts_with("probe|") || k.starts_with("probe-after|"))
         .flat_map(|(_, v)| v.iter().copied())
         .collect();
-    v.sort_by(|x, y| x.partial_cmp(y).unwrap());
+    v.sort_by(f64::total_cmp);
     v
 }
 

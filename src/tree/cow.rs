@@ -31,6 +31,8 @@ pub(crate) struct EntrySwap<K, E> {
     pub(crate) new: NonNull<E>,
     /// The session's nodes along the path to it, root first.
     copies: SmallVec<[*mut Node<K, E>; 8]>,
+    /// The published root they were compared with.
+    published: *mut Node<K, E>,
 }
 
 /// A writer session's working tree, borrowed for one edit: the working root and the
@@ -332,21 +334,22 @@ impl<'s, K: Key, E> CowTree<'s, K, E> {
                     old: old.entry(i),
                     new: new.entry(i),
                     copies,
+                    published: published.as_ptr(),
                 });
             }
             (new, old) = (new.child(i), old.child(i));
         }
     }
 
-    /// Throw the session's nodes away: the working tree becomes `published` again, whose
-    /// nodes stay published (none is retired).
+    /// Throw the session's nodes away: the working tree becomes the published one that
+    /// `swap` was found against again, whose nodes stay published (none is retired).
     ///
     /// # Safety
-    /// `swap` is what [`only_entry_swapped`](Self::only_entry_swapped)`(published)`
-    /// returned, with no edit since: its copies are then all the nodes the session owns,
-    /// reachable from the working root only and never published, and `retired` holds the
-    /// nodes they copied, which `published` still reaches.
-    pub(crate) unsafe fn discard(&mut self, published: NodeRef<'_, K, E>, swap: &EntrySwap<K, E>) {
+    /// `swap` is what [`only_entry_swapped`](Self::only_entry_swapped) returned, with no
+    /// edit since: its copies are then all the nodes the session owns, reachable from the
+    /// working root only and never published, and `retired` holds the nodes they copied,
+    /// which the published root still reaches.
+    pub(crate) unsafe fn discard(&mut self, swap: &EntrySwap<K, E>) {
         debug_assert_eq!(self.retired.len(), swap.copies.len());
         self.retired.clear();
         for &n in &swap.copies {
@@ -354,7 +357,7 @@ impl<'s, K: Key, E> CowTree<'s, K, E> {
             // unreachable once the working root is `published` again (just below).
             unsafe { NodeMut::recycle(n, self.blocks) };
         }
-        *self.root = published.as_ptr();
+        *self.root = swap.published;
     }
 
     /// Compute the gaps the session's edits left stale (see
