@@ -28,7 +28,8 @@ use crate::reclaim::Blocks;
 ///   it through (from creation until the writer that removes it moves the value out), except
 ///   while the session that moved it out holds the entry write-locked: a session that
 ///   removes a range and puts the same range back keeps the entry and refills it before it
-///   ends ([`Entry::refill`], `Writer`'s commit).
+///   ends ([`Entry::refill`], `Writer`'s commit). A session whose `Writer` leaked holds its
+///   entries for good; the map's drop skips the ones it emptied (`Scratch::moved_out`).
 /// - `value` is written only by the writer session that holds the entry write-locked
 ///   (`lock.seq == session`, after `write_lock` waited the readers out) or created it; it
 ///   is read by that writer, or by a reader holding a read count granted by the lock

@@ -815,28 +815,49 @@ impl<K: Key, V: fmt::Debug> fmt::Debug for RangeMap<K, V> {
 
 impl<K: Key, V> Drop for RangeMap<K, V> {
     fn drop(&mut self) {
-        // `&mut self`: no reader or writer exists, so the published tree is ours alone.
+        // `&mut self`: no reader or writer exists (a leaked `Writer` can never run again),
+        // so the published tree is ours alone.
         let root = *self.root.get_mut();
         // SAFETY: the root is live and, with no other thread left, cannot be freed under us.
         let root_ref: NodeRef<'_, K, Entry<K, V>> =
             unsafe { NodeRef::new(NonNull::new_unchecked(root)) };
         let mut entries = Vec::with_capacity(*self.len.get_mut());
         search::for_each_overlapping(root_ref, K::ZERO, K::MAX, &mut |f| entries.push(f.entry));
-        // Drop the values in this thread (never in a reclamation callback). If one value's
-        // `Drop` panics, `Rest` drops the others during unwinding. The nodes and entries
-        // themselves are blocks of the map's slabs, freed after this with `scratch`.
-        struct Rest<K: Key, V>(std::vec::IntoIter<NonNull<Entry<K, V>>>);
-        impl<K: Key, V> Drop for Rest<K, V> {
-            fn drop(&mut self) {
-                for e in self.0.by_ref() {
-                    // SAFETY: each entry of the last published version, once: attached (value
-                    // initialised), unreachable by any other thread, and its block is not
-                    // reused (the slabs are freed next).
-                    drop(unsafe { Entry::take_value(e) });
-                }
-            }
+        // A session that never ended (its `Writer` leaked) may have moved values out of
+        // entries still in the published tree: those values are the caller's now.
+        let moved_out = self.scratch.get_mut().moved_out();
+        if !moved_out.is_empty() {
+            entries.retain(|e| moved_out.binary_search(e).is_err());
         }
-        drop(Rest(entries.into_iter()));
+        // Drop the values in this thread (never in a reclamation callback). If one value's
+        // `Drop` panics, `rest` drops the others while the panic unwinds (a second panic
+        // there aborts, as in `Vec`'s drop). The nodes and entries themselves are blocks
+        // of the map's slabs, freed after this with `scratch`.
+        let mut rest = Rest(entries.into_iter());
+        rest.drop_values();
+    }
+}
+
+/// The entries whose values [`RangeMap`]'s drop has yet to drop: each of the last
+/// published version, listed once, attached (value initialised: a value a leaked session
+/// moved out is not listed), unreachable by any other thread, in a block that is not
+/// reused before the map's slabs free it.
+struct Rest<K: Key, V>(std::vec::IntoIter<NonNull<Entry<K, V>>>);
+
+impl<K: Key, V> Rest<K, V> {
+    fn drop_values(&mut self) {
+        for e in self.0.by_ref() {
+            // SAFETY: listed in `Rest`, so initialised and ours alone; `by_ref` takes it
+            // off the list before its value's `Drop` runs, so it is never taken twice.
+            drop(unsafe { Entry::take_value(e) });
+        }
+    }
+}
+
+impl<K: Key, V> Drop for Rest<K, V> {
+    fn drop(&mut self) {
+        // Empty unless a value's `Drop` panicked in `drop_values`.
+        self.drop_values();
     }
 }
 

@@ -50,6 +50,12 @@ use crate::tree::search::{self, Found};
 /// every operation either happened whole or not at all, except that a value a split closure
 /// was cutting may be left as the closure left it (see [`insert_with`](Self::insert_with)).
 ///
+/// A writer that is leaked (`mem::forget`, a reference cycle) never commits: its session
+/// holds the writers' lock and its locked entries for good, so later sessions,
+/// [`RangeMap::clone`], and lookups and iterators that reach those entries block
+/// (`try_get` answers `Locked`), and none of its changes is ever published. The values it moved out are the caller's:
+/// the map's drop does not drop them again.
+///
 /// ```
 /// use rcu_rangemap::RangeMap;
 ///
@@ -75,6 +81,9 @@ pub struct Writer<'a, K: Key, V> {
     /// so no reference to it outlives the unlock at commit.
     scratch: NonNull<Scratch<K, V>>,
     len: usize,
+    /// Whether [`relocate`](Self::relocate) ran: it moves entries into new blocks on
+    /// purpose, so the commit must not put one back in its old block (`keep_entry`).
+    relocated: bool,
 }
 
 /// What a map's writer sessions carry from one session to the next: the free blocks that
@@ -83,7 +92,8 @@ pub struct Writer<'a, K: Key, V> {
 /// `RangeMap`'s invariants) and stays there: the session that holds the writers' lock
 /// borrows it for one call at a time (see `Writer::scratch`).
 ///
-/// Between sessions `retired` and `removed` are empty.
+/// After every session that ended, `retired` and `removed` are empty. A session that never
+/// ends (its `Writer` leaked) leaves them as they were: see [`Scratch::moved_out`].
 pub(crate) struct Scratch<K: Key, V> {
     blocks: Blocks,
     /// Published nodes the session replaced (see [`CowTree`]): retired at commit.
@@ -97,6 +107,15 @@ impl<K: Key, V> Scratch<K, V> {
     /// The map's slabs, which every node and entry of it comes from.
     pub(crate) fn blocks(&mut self) -> &mut Blocks {
         &mut self.blocks
+    }
+
+    /// The entries whose values a session moved out and that it never detached, in address
+    /// order: empty unless a `Writer` was leaked (`mem::forget`, a reference cycle), so
+    /// that its session never ended. Then some of them may still be in the published
+    /// tree, attached but with no value, and the map's drop must not drop one there.
+    pub(crate) fn moved_out(&mut self) -> &[NonNull<Entry<K, V>>] {
+        self.removed.sort_unstable();
+        &self.removed
     }
 
     /// Nothing kept yet (allocates nothing).
@@ -146,6 +165,7 @@ impl<'a, K: Key, V> Writer<'a, K, V> {
             root: map.root_for_writer(),
             scratch,
             len: map.len(),
+            relocated: false,
         }
     }
 
@@ -628,6 +648,7 @@ impl<'a, K: Key, V> Writer<'a, K, V> {
     /// readers) and replaced like a trimmed entry, with its own range. Returns the key to
     /// go on from, or `None` after the last entry. For [`RangeMap::shrink_to_fit`].
     pub(crate) fn relocate(&mut self, from: K, budget: usize) -> Option<K> {
+        self.relocated = true;
         let mut at = from;
         for _ in 0..budget {
             let f = search::first_overlapping(self.root(), at, K::MAX)?;
@@ -678,9 +699,10 @@ impl<K: Key, V> Writer<'_, K, V> {
     /// Whether all the session changed is that one range it removed is back, as a new
     /// entry with the same bounds ([`CowTree::only_entry_swapped`]); if so, with the
     /// removed entry's index in `removed`. Sessions that change the number of entries
-    /// (most that change more than that) are turned away without a look at the tree.
+    /// (most that change more than that) are turned away without a look at the tree, and
+    /// so are [`relocate`](Self::relocate)'s, whose point is the new block.
     fn only_entry_swapped(&mut self) -> Option<(Swap<K, V>, usize)> {
-        if self.len != self.map.len() || self.scratch().removed.is_empty() {
+        if self.len != self.map.len() || self.scratch().removed.is_empty() || self.relocated {
             return None;
         }
         // SAFETY: the published root stays allocated while we hold the writers' lock: only a
@@ -983,6 +1005,29 @@ mod tests {
         assert!(map.get(402).is_none());
         assert_eq!(map.check_published(), n);
         assert_eq!(map.len(), n);
+    }
+
+    /// `shrink_to_fit` moves every entry into a new block, also when one entry is all that
+    /// a relocation session moves: that session's only change is then one range's entry
+    /// swapped for one with the same bounds, and its commit must not put the value back in
+    /// the old block as a put-back's does (the old block's chunk could never go back).
+    #[test]
+    fn shrink_to_fit_moves_a_lone_entry() {
+        let n = if cfg!(miri) { 200 } else { 2_000 };
+        let map = RangeMap::<u64, u64>::new();
+        {
+            let mut w = map.write();
+            for i in 0..n {
+                w.try_insert(i * 4..i * 4 + 3, i).unwrap();
+            }
+        }
+        let last = (n - 1) * 4;
+        drop(map.write().remove(0..last));
+        let at = |k| &*map.get(k).unwrap() as *const u64;
+        let before = at(last);
+        map.shrink_to_fit();
+        assert_ne!(at(last), before, "the lone entry stayed in its block");
+        assert_eq!((map.len(), *map.get(last + 2).unwrap()), (1, n - 1));
     }
 
     /// `shrink_to_fit` keeps every entry (range and value), and leaves the map with the

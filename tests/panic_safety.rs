@@ -31,6 +31,8 @@ struct DropTable {
     created: AtomicUsize,
     dropped: AtomicUsize,
     per: Box<[AtomicU8]>,
+    /// The serial of the value whose drop panics (once), or `usize::MAX`.
+    drop_bomb: AtomicUsize,
 }
 
 static TABLES: std::sync::Mutex<Vec<&'static DropTable>> = std::sync::Mutex::new(Vec::new());
@@ -44,6 +46,7 @@ impl DropTable {
             created: AtomicUsize::new(0),
             dropped: AtomicUsize::new(0),
             per: (0..4096).map(|_| AtomicU8::new(0)).collect(),
+            drop_bomb: AtomicUsize::new(usize::MAX),
         }));
         TABLES.lock().unwrap_or_else(|e| e.into_inner()).push(t);
         t
@@ -127,6 +130,13 @@ impl Drop for Pv {
     fn drop(&mut self) {
         self.table.per[self.serial].fetch_add(1, SeqCst);
         self.table.dropped.fetch_add(1, SeqCst);
+        let bomb = &self.table.drop_bomb;
+        if bomb
+            .compare_exchange(self.serial, usize::MAX, SeqCst, SeqCst)
+            .is_ok()
+        {
+            panic!("drop bomb");
+        }
     }
 }
 
@@ -554,4 +564,50 @@ fn documented_panics_leave_map_untouched() {
     still_usable(&map, table);
     drop(map);
     table.check_all_dropped_once();
+}
+
+/// A value whose `Drop` panics while the map is dropped: the map's drop unwinds, and the
+/// values after it are dropped all the same (none leaked, none twice).
+///
+/// Observed before the fix: the values after the panicking one leaked.
+#[test]
+fn value_drop_panics_in_map_drop() {
+    let table = DropTable::leak();
+    let map = setup(table);
+    // The first value in key order ([10,20), id 1) is the first created.
+    table.drop_bomb.store(0, SeqCst);
+    assert!(quiet(|| drop(map)).is_err());
+    table.check_all_dropped_once();
+}
+
+/// A leaked `Writer` never commits: the published version stays, its entries the session
+/// locked stay locked, and the values the session moved out are the caller's. The map's
+/// drop then drops every value of the published version that is still there, and none the
+/// session moved out; what the session's own unpublished entries hold leaks with it.
+///
+/// Observed before the fix: the map's drop dropped the moved-out values a second time.
+#[test]
+fn leaked_writer_then_map_drop() {
+    let table = DropTable::leak();
+    let map = setup(table);
+    let mut w = map.write();
+    let (r, v) = w.remove_entry(15).unwrap();
+    assert_eq!((r, v.id), (10..20, 1));
+    drop(v);
+    // [30,40) keeps [30,35) (its value moves to a new entry), [50,60) loses [50,55) (its
+    // value leaves; a clone moves into a new entry for [55,60)).
+    let cut: Vec<_> = w
+        .remove(35..55)
+        .into_iter()
+        .map(|(r, v)| (r, v.id))
+        .collect();
+    assert_eq!(cut, [(35..40, 2), (50..55, 3)]);
+    w.try_insert(70..80, Pv::new(table, 4, 70)).unwrap();
+    std::mem::forget(w);
+    assert_eq!(map.len(), 3);
+    assert_eq!(map.try_get(15).unwrap_err(), TryGetError::Locked);
+    drop(map);
+    table.check_no_double_drop();
+    // Left live: the values of the session's unpublished entries [30,35), [55,60), [70,80).
+    assert_eq!(table.live(), 3);
 }
