@@ -192,7 +192,8 @@ pub enum AllocError<K> {
         existing: Range<K>,
     },
     /// [`free_at`](AddressAllocator::free_at) / [`free`](AddressAllocator::free): no
-    /// allocation holds (for `free`: starts at) this key.
+    /// allocation holds this key (for `free`: the range's start; one that holds it without
+    /// starting there is a [`RangeMismatch`](AllocError::RangeMismatch)).
     NotAllocated {
         /// The key asked for.
         at: K,

@@ -37,8 +37,11 @@ use crate::reclaim::Blocks;
 /// - The entry is a block of its map's entry slab (`reclaim::Blocks`), handed back for
 ///   reuse only after `lock.detach` drained it (count `DETACHED`) and the versions that
 ///   reached it were unlinked, through `reclaim`'s grace periods: the value is never
-///   dropped there (it was moved out by the writer). A map's drop moves the values of its
-///   last version out ([`Entry::take_value`]) before its slabs free their chunks.
+///   dropped there (it was moved out by the writer). The one exception is an entry that
+///   was never published: a put-back's new entry, emptied into the entry it replaced and
+///   handed back at once by the commit that would have published it (`Writer`'s
+///   `keep_entry`). A map's drop moves the values of its last version out
+///   ([`Entry::take_value`]) before its slabs free their chunks.
 pub(crate) struct Entry<K, V> {
     pub(crate) lock: EntryLock,
     value: UnsafeCell<MaybeUninit<V>>,

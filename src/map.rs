@@ -22,6 +22,7 @@ use crate::key::Key;
 use crate::lock::{LockDomain, ReadFail};
 use crate::pinned::{EpochPin, Pinned};
 use crate::reclaim::{self, Recycler};
+use crate::slab;
 use crate::stats::{Counters, Event, Stats};
 use crate::tree::bulk;
 use crate::tree::gap::{self, Want};
@@ -61,7 +62,8 @@ pub enum Fit {
 ///
 /// Memory: a `u64`-valued map takes about 61 bytes per range (a 24-byte entry and its share
 /// of 384-byte leaves). A map allocates its nodes and entries from its own chunks (4 KiB
-/// first, each next one twice the last, up to 64 KiB), one stream per block size, and
+/// first, each next one twice the last, up to 64 KiB; for entries of more than 1 KiB,
+/// room for four of them from the first), one stream per block size, and
 /// never frees a block on its own: a block a session replaces is reused, once no reader
 /// can reach it, by later sessions. Retired blocks wait
 /// to be handed to the epoch collector together: 64, or up to 1,024 (plus one session's)
@@ -79,6 +81,13 @@ pub enum Fit {
 /// chunks again. An entry does not move while it lives, so a chunk with a surviving entry
 /// stays; [`shrink_to_fit`](Self::shrink_to_fit) moves them all, and gives back every free
 /// chunk at once. Everything is freed with the map.
+///
+/// An entry holds its value and 16 bytes of lock state, and may take at most 512 MiB: a
+/// larger `V` fails to compile (box it). For example:
+///
+/// ```compile_fail,E0080
+/// let map = rcu_rangemap::RangeMap::<u64, [u8; 1 << 29]>::new();
+/// ```
 ///
 /// ```
 /// use rcu_rangemap::RangeMap;
@@ -176,6 +185,9 @@ impl<K: Key, V> RangeMap<K, V> {
     /// assert!(map.is_empty());
     /// ```
     pub fn new() -> Self {
+        // Evaluated for each `V` the map is built for: a compile-time error if too large.
+        #[allow(clippy::let_unit_value)]
+        let () = Self::ENTRY_FITS;
         let mut scratch = Scratch::new();
         let root = NodeMut::<K, Entry<K, V>>::alloc_in(scratch.blocks(), 0, 0);
         RangeMap {
@@ -190,6 +202,13 @@ impl<K: Key, V> RangeMap<K, V> {
             _values: PhantomData,
         }
     }
+
+    /// Whether an entry of `V` fits a slab block ([`slab::MAX_BLOCK`]); fails to evaluate
+    /// (a compile-time error where `new` is used) if not.
+    const ENTRY_FITS: () = assert!(
+        core::mem::size_of::<Entry<K, V>>() <= slab::MAX_BLOCK,
+        "rcu_rangemap: an entry of this value type would take over 512 MiB; box the value"
+    );
 
     /// Where the writer sessions' [`Scratch`] lives. Dereferencing it is for the session
     /// that holds the writers' lock exclusively, and only while it holds it (the invariant

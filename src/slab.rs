@@ -46,6 +46,10 @@ const CHUNK: usize = 1 << 16;
 /// Bytes of the first chunk, unless a block needs more (then the next power of two that
 /// holds four); each next one is twice the last, up to the full size.
 const FIRST_CHUNK: usize = 1 << 12;
+/// The largest block a slab takes: four make the largest chunk whose offsets fit 32 bits
+/// (chunks are powers of two, so 2 GiB). `RangeMap::new` checks its entry size against it
+/// at compile time.
+pub(crate) const MAX_BLOCK: usize = 1 << 29;
 /// Most blocks the hot stack holds; beyond it they go into the bitmap, where a trim can
 /// find the chunks they free (a shrinking map's memory is not held on the stack).
 const HOT_CAP: usize = 1 << 15;

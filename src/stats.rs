@@ -3,14 +3,19 @@
 //! Owns: the counters and their snapshot type. Must not: put a shared cache-line write or
 //! an atomic read-modify-write on the lookup fast path. Each thread counts in its own
 //! cache-padded shard (threads take shard numbers in turn, modulo `SHARDS`) with a plain
-//! load and store — no locked instruction. Two threads share a shard only when more than
-//! `SHARDS` threads use the map; their increments may then overwrite each other, so the
-//! counts are exact up to `SHARDS` threads and a lower bound beyond.
+//! load and store — no locked instruction. A thread holds its shard number from its first
+//! count until it exits, and takes the lowest number no live thread holds ([`TAKEN`]), the
+//! same in every map. Two threads share a shard only while more than `SHARDS` threads that
+//! have counted are alive at once; their increments may then overwrite each other, so the
+//! counts are exact up to `SHARDS` such threads and a lower bound beyond.
 
+use core::cell::Cell;
 use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Mutex;
 
 use crossbeam_utils::CachePadded;
 
+/// At most 32 (the bits of [`TAKEN`]).
 const SHARDS: usize = 16;
 
 /// A snapshot of a map's lock statistics, from [`RangeMap::stats`](crate::RangeMap::stats).
@@ -18,7 +23,8 @@ const SHARDS: usize = 16;
 /// Counters are per map, cumulative since it was created, and read without stopping
 /// readers, so a snapshot taken under load is approximate. They are kept without atomic
 /// read-modify-writes (so they cost the lookup nothing measurable): exact while at most
-/// 16 threads have used the map, a lower bound beyond.
+/// 16 threads that have looked something up in any map are alive at once (a thread that
+/// exits leaves its place to the next), a lower bound beyond.
 ///
 /// ```
 /// use rcu_rangemap::RangeMap;
@@ -67,21 +73,63 @@ pub(crate) struct Counters {
     shards: Box<[CachePadded<Shard>; SHARDS]>,
 }
 
+thread_local! {
+    /// This thread's shard number, `usize::MAX` until its first count.
+    static INDEX: Cell<usize> = const { Cell::new(usize::MAX) };
+    /// The number this thread holds in [`TAKEN`], given back when the thread exits.
+    static LEASE: Lease = const { Lease(Cell::new(None)) };
+}
+
+/// Shard numbers held by live threads (bit `i`: number `i`), so that no two threads that
+/// count at the same time share one while at most `SHARDS` do. A thread's last counts
+/// happen before it gives its number back under this mutex, and the next holder takes it
+/// under the same mutex, so the next holder's plain load+store increments build on them.
+static TAKEN: Mutex<u32> = Mutex::new(0);
+
+/// A thread's hold on a shard number (see [`TAKEN`]).
+struct Lease(Cell<Option<usize>>);
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        if let Some(i) = self.0.take() {
+            *TAKEN.lock().unwrap_or_else(|e| e.into_inner()) &= !(1 << i);
+            // A later count in this thread (another thread-local's destructor) takes a
+            // shared number: `take_index` finds this lease gone.
+            let _ = INDEX.try_with(|n| n.set(usize::MAX));
+        }
+    }
+}
+
 #[inline]
 fn shard_index() -> usize {
-    static NEXT: AtomicUsize = AtomicUsize::new(0);
-    thread_local! {
-        static INDEX: core::cell::Cell<usize> = const { core::cell::Cell::new(usize::MAX) };
-    }
-    INDEX.with(|i| {
-        let mut v = i.get();
-        if v == usize::MAX {
-            // Relaxed: only distinctness of the numbers matters, not ordering.
-            v = NEXT.fetch_add(1, Ordering::Relaxed) % SHARDS;
-            i.set(v);
+    INDEX.with(|n| {
+        let v = n.get();
+        if v != usize::MAX {
+            return v;
         }
+        let v = take_index();
+        n.set(v);
         v
     })
+}
+
+/// The lowest shard number no live thread holds, leased to this thread until it exits;
+/// while every one is held, one shared with another thread (round robin).
+#[cold]
+fn take_index() -> usize {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let mut taken = TAKEN.lock().unwrap_or_else(|e| e.into_inner());
+    let free = !*taken & (u32::MAX >> (32 - SHARDS));
+    if free != 0 {
+        let i = free.trailing_zeros() as usize;
+        // Fails only while this thread's thread-locals are being destroyed: then no lease.
+        if LEASE.try_with(|l| l.0.set(Some(i))).is_ok() {
+            *taken |= 1 << i;
+            return i;
+        }
+    }
+    // Relaxed: only the spread of the shared numbers matters, not ordering.
+    NEXT.fetch_add(1, Ordering::Relaxed) % SHARDS
 }
 
 impl Counters {
@@ -97,8 +145,9 @@ impl Counters {
     pub(crate) fn count(&self, e: Event) {
         let c = &self.shards[shard_index()][e as usize];
         // Relaxed load and store, not `fetch_add`: the shard is this thread's own unless
-        // more than `SHARDS` threads share the map (see the module docs); a statistic,
-        // nothing is ordered by it.
+        // more than `SHARDS` threads that count are alive (see the module docs); a
+        // statistic, nothing is ordered by it (a shard's next holder sees these counts
+        // through `TAKEN`'s mutex).
         c.store(c.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
     }
 

@@ -43,7 +43,12 @@ use crate::tree::search::{self, Found};
 /// holds a [`ReadGuard`](crate::ReadGuard) on it, and a reader that holds one guard and then
 /// waits in `get` for an entry a session holds can deadlock if that session goes on to lock
 /// the entry of its guard. Drop guards before the next blocking lookup, or use
-/// [`RangeMap::try_get`] for nested ones.
+/// [`RangeMap::try_get`] for nested ones. Nor may the thread that holds a writer wait for
+/// its own session: on the map, [`write`](RangeMap::write), [`clone`](RangeMap::clone)
+/// and [`shrink_to_fit`](RangeMap::shrink_to_fit) always would, and `get`, `overlapping`,
+/// `iter` and `{:?}` would once they reach an entry the session has locked. There, use the
+/// session's own view ([`get`](Self::get), [`overlapping`](Self::overlapping)) or
+/// `try_get`.
 ///
 /// A panic inside the session (in a value's `Clone`, a split closure, or the caller's own
 /// code) unwinds through the writer's drop, which commits what was done before the panic:
