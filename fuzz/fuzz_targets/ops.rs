@@ -1,7 +1,8 @@
 //! `ops`: sessions of every `Writer` operation and every query, against a reference model.
 //!
 //! The input is a list of steps: a writer session (a list of operations, then commit or
-//! drop), a query of the published map, a `clone` of it, or its `shrink_to_fit`. Keys are `u8` (every key collides) or `u16`
+//! drop, or a leak of its writer, which ends the run), a query of the published map, a
+//! `clone` of it, or its `shrink_to_fit`. Keys are `u8` (every key collides) or `u16`
 //! decoded into clusters near 0, the middle and `MAX` (see `FKey::decode`).
 //!
 //! Checked after every operation: its result against the model (returned values,
@@ -11,7 +12,8 @@
 //! (`get` and iterators are only asked about entries the session has not locked, since
 //! they would wait for the commit of this very thread's session). After each session:
 //! the writer's full view before the commit, and the published view in full after it.
-//! At the end every value created has been dropped exactly once (live count 0).
+//! At the end every value created has been dropped exactly once (live count 0); after a
+//! leaked session, none twice (each value's own serial, see `Counted`).
 
 #![no_main]
 
@@ -19,8 +21,8 @@ use std::ops::Range;
 
 use arbitrary::Arbitrary;
 use fuzz_support::{
-    decode_align, drive_double_ended, key, kmax, live, narrow, wide, Counted, FKey, Model,
-    SplitCall,
+    decode_align, drive_double_ended, forget_live, key, kmax, live, narrow, wide, Counted, FKey,
+    Model, SplitCall,
 };
 use libfuzzer_sys::fuzz_target;
 use rcu_rangemap::{Fit, InsertErrorKind, RangeMap, TryGetError, Writer};
@@ -50,6 +52,14 @@ enum Step {
     /// `RangeMap::shrink_to_fit`: every entry moved and the nodes rebuilt; the published
     /// view is unchanged.
     ShrinkToFit,
+    /// A session whose `Writer` is leaked (`mem::forget`): it never commits, and the run
+    /// ends with it (the map would block on its locked entries). The published view stays
+    /// the version before it; then the map is dropped, which must drop every value of that
+    /// version the session did not move out and none that it did: a second drop of a value
+    /// panics (`Counted`). The session's own new entries leak with it.
+    Leak {
+        ops: Vec<WOp>,
+    },
 }
 
 #[derive(Arbitrary, Debug)]
@@ -169,15 +179,21 @@ impl View<'_> {
 }
 
 fuzz_target!(|input: Input| {
-    if input.wide {
-        run::<u16>(&input);
+    let leaked = if input.wide {
+        run::<u16>(&input)
     } else {
-        run::<u8>(&input);
+        run::<u8>(&input)
+    };
+    if leaked {
+        assert!(live() >= 0, "values dropped twice");
+        forget_live();
+    } else {
+        assert_eq!(live(), 0, "values leaked or dropped twice");
     }
-    assert_eq!(live(), 0, "values leaked or dropped twice");
 });
 
-fn run<K: FKey>(input: &Input) {
+/// Whether the run ended with a leaked session ([`Step::Leak`]).
+fn run<K: FKey>(input: &Input) -> bool {
     let map = RangeMap::<K, V>::new();
     let mut r = Run::<K> {
         model: Model::new(kmax::<K>()),
@@ -257,9 +273,29 @@ fn run<K: FKey>(input: &Input) {
                     },
                 );
             }
+            Step::Leak { ops } => {
+                let before = r.model.clone();
+                let mut locked: Vec<Range<u128>> = Vec::new();
+                let mut w = map.write();
+                for op in ops.iter().take(MAX_OPS) {
+                    r.apply(&map, &mut w, &before, &mut locked, op);
+                }
+                check_writer_full(&w, &r.model);
+                std::mem::forget(w);
+                check_published_full(
+                    &map,
+                    &View {
+                        model: &before,
+                        locked: &locked,
+                    },
+                );
+                drop(map);
+                return true;
+            }
         }
     }
     drop(map);
+    false
 }
 
 impl<K: FKey> Run<K> {

@@ -6,8 +6,8 @@
 //! `find_gap` computed from it (and, for `u8`, `find_gap` also by brute force over every
 //! start, so the model checks itself).
 
-use std::cell::Cell;
-use std::collections::BTreeMap;
+use std::cell::{Cell, RefCell};
+use std::collections::{BTreeMap, HashSet};
 use std::ops::Range;
 
 use rcu_rangemap::Key;
@@ -314,6 +314,9 @@ impl<T: Clone + PartialEq + std::fmt::Debug> Model<T> {
 
 thread_local! {
     static LIVE: Cell<i64> = const { Cell::new(0) };
+    /// The serials of this thread's values alive now (see [`Counted`]).
+    static ALIVE: RefCell<HashSet<u64>> = RefCell::new(HashSet::new());
+    static NEXT_SERIAL: Cell<u64> = const { Cell::new(0) };
 }
 
 /// Values alive in this thread's accounting (created or cloned, minus dropped). Must be 0
@@ -322,15 +325,40 @@ pub fn live() -> i64 {
     LIVE.with(|l| l.get())
 }
 
-/// A value that counts itself in [`live`].
+/// Forget this thread's live values: for a run that leaked some on purpose (a leaked
+/// `Writer` leaks its session's new entries), before the next run starts from zero.
+pub fn forget_live() {
+    LIVE.with(|l| l.set(0));
+    ALIVE.with(|a| a.borrow_mut().clear());
+}
+
+/// A value that counts itself in [`live`], and carries a serial of its own: a second drop
+/// of the same value, or of a bitwise copy of it (what a map that dropped a value it had
+/// already handed out would drop), panics.
 #[derive(Debug, PartialEq)]
-pub struct Counted<T>(pub T);
+pub struct Counted<T>(pub T, Serial);
+
+/// A [`Counted`] value's identity; not part of its equality.
+#[derive(Debug)]
+pub struct Serial(u64);
+
+impl PartialEq for Serial {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
 
 impl<T> Counted<T> {
     /// A new counted value.
     pub fn new(t: T) -> Self {
         LIVE.with(|l| l.set(l.get() + 1));
-        Counted(t)
+        let serial = NEXT_SERIAL.with(|n| {
+            let s = n.get();
+            n.set(s + 1);
+            s
+        });
+        ALIVE.with(|a| a.borrow_mut().insert(serial));
+        Counted(t, Serial(serial))
     }
 }
 
@@ -349,6 +377,9 @@ impl<T: Default> Default for Counted<T> {
 impl<T> Drop for Counted<T> {
     fn drop(&mut self) {
         LIVE.with(|l| l.set(l.get() - 1));
+        let serial = self.1 .0;
+        let was_alive = ALIVE.with(|a| a.borrow_mut().remove(&serial));
+        assert!(was_alive, "value #{serial} dropped twice");
     }
 }
 
