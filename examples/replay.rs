@@ -7,7 +7,7 @@
 //! ```
 //!
 //! The default trace is the bundled `traces/python-threads.trace` (a Python program with
-//! worker threads and 40 subprocesses: 41 processes, 301 threads, 48 068 page faults).
+//! worker threads and 40 subprocesses: 41 processes, 45 threads, 48 068 page faults).
 //!
 //! # The model
 //!
@@ -130,8 +130,19 @@ fn parse_args() -> Result<Args, String> {
                     return Err("--threads must be 1..=256".into());
                 }
             }
-            "--window" => args.window = number("--window", value("--window")?)?.min(255),
-            "--repeat" => args.repeat = Some(number("--repeat", value("--repeat")?)?.max(1)),
+            "--window" => {
+                args.window = number("--window", value("--window")?)?;
+                if args.window > 255 {
+                    return Err("--window must be 0..=255".into());
+                }
+            }
+            "--repeat" => {
+                let r = number("--repeat", value("--repeat")?)?;
+                if r == 0 {
+                    return Err("--repeat must be at least 1".into());
+                }
+                args.repeat = Some(r);
+            }
             "--check" => args.check = true,
             "-h" | "--help" => return Err(String::new()),
             other => return Err(format!("unknown argument {other:?}")),
@@ -173,7 +184,7 @@ fn main() -> ExitCode {
         }
     };
     let name = args.trace.display().to_string();
-    let text = match std::fs::read_to_string(&args.trace) {
+    let bytes = match std::fs::read(&args.trace) {
         Ok(t) => t,
         Err(e) => {
             eprintln!("error: cannot read {name}: {e}");
@@ -181,7 +192,10 @@ fn main() -> ExitCode {
         }
     };
     let t0 = Instant::now();
-    let plan = match trace::parse(&text).and_then(|events| Plan::build(&events)) {
+    let plan = match trace::text(bytes)
+        .and_then(|text| trace::parse(&text))
+        .and_then(|events| Plan::build(&events))
+    {
         Ok(p) => p,
         Err(e) => {
             eprintln!("error: {name}: {e}");

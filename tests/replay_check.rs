@@ -192,6 +192,26 @@ fn trace_errors_name_their_line() {
             1,
             "overflows the 64-bit address space",
         ),
+        // Numbers are digits only, without a sign.
+        ("1 1 mmap 0x+1000 0x1000 rw-\n", 1, "bad address"),
+        ("+1 1 exec\n", 1, "bad pid"),
+        // The last piece, moved down and grown, keeps its offset (0x8000000000000000)
+        // and would need offsets past u64::MAX: a later cut would overflow.
+        (
+            "1 1 mmap 0x0 0xfffffffffffff000 rw-\n\
+             1 1 munmap 0x0 0x8000000000000000\n\
+             1 1 mremap 0x8000000000000000 0x7ffffffffffff000 0x0 0xfffffffffffff000\n\
+             1 1 fault 0xd000000000000000 r\n",
+            3,
+            "past the largest offset",
+        ),
+        // Nothing to look up.
+        ("# only a comment\n", 1, "no fault events"),
+        (
+            "1 1 exec\n1 1 mmap 0x1000 0x1000 r--\n",
+            2,
+            "no fault events",
+        ),
     ];
     for (text, line, what) in cases {
         let e = parse(text).and_then(|ev| Plan::build(&ev)).expect_err(text);
@@ -199,6 +219,14 @@ fn trace_errors_name_their_line() {
         assert!(e.to_string().contains(what), "{text:?}: {e}");
         assert!(e.to_string().starts_with(&format!("line {line}: ")));
     }
+}
+
+/// A byte that is not UTF-8 is an error at its line, not a whole-file failure.
+#[test]
+fn bytes_that_are_not_text_name_their_line() {
+    let e = trace::text(b"1 1 exec\n# caf\xe9\n1 1 fault 0x1000 r\n".to_vec()).unwrap_err();
+    assert_eq!(e.to_string(), "line 2: not UTF-8 text");
+    assert_eq!(trace::text(b"1 1 exec\n".to_vec()).unwrap(), "1 1 exec\n");
 }
 
 #[test]

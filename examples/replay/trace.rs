@@ -66,7 +66,10 @@ pub struct Mapping {
     pub prot: Prot,
     /// Line number of the event that created the mapping.
     pub object: u32,
-    /// Offset into the object of this piece's first key.
+    /// Offset into the object of this piece's first key. `offset` plus the piece's
+    /// length never passes `u64::MAX`, so [`split`] cannot overflow: pieces only shrink,
+    /// except the last one an `mremap` grows, and [`Plan::build`] rejects a trace in which
+    /// that one would pass it (the kernel refuses such an `mremap` too).
     pub offset: u64,
 }
 
@@ -158,10 +161,11 @@ fn err<T>(line: u32, msg: impl Into<String>) -> Result<T, TraceError> {
 }
 
 fn hex(line: u32, what: &str, s: &str) -> Result<u64, TraceError> {
+    // Digits only: `from_str_radix` would also take a sign (`0x+1000`).
     let digits = s
         .strip_prefix("0x")
         .or_else(|| s.strip_prefix("0X"))
-        .filter(|d| !d.is_empty());
+        .filter(|d| !d.is_empty() && d.bytes().all(|b| b.is_ascii_hexdigit()));
     match digits.map(|d| u64::from_str_radix(d, 16)) {
         Some(Ok(v)) => Ok(v),
         _ => err(
@@ -172,8 +176,28 @@ fn hex(line: u32, what: &str, s: &str) -> Result<u64, TraceError> {
 }
 
 fn id(line: u32, what: &str, s: &str) -> Result<u32, TraceError> {
-    s.parse()
-        .or_else(|_| err(line, format!("bad {what} {s:?} (expected a decimal id)")))
+    // Digits only: `parse` would also take a sign (`+1`).
+    s.bytes()
+        .all(|b| b.is_ascii_digit())
+        .then(|| s.parse().ok())
+        .flatten()
+        .map_or_else(
+            || err(line, format!("bad {what} {s:?} (expected a decimal id)")),
+            Ok,
+        )
+}
+
+/// A trace file's bytes as text; bytes that are not UTF-8 are an error at their line.
+pub fn text(bytes: Vec<u8>) -> Result<String, TraceError> {
+    String::from_utf8(bytes).or_else(|e| {
+        let valid = e.utf8_error().valid_up_to();
+        let newlines = e.as_bytes()[..valid]
+            .iter()
+            .filter(|&&b| b == b'\n')
+            .count();
+        let line = u32::try_from(newlines + 1).unwrap_or(u32::MAX);
+        err(line, "not UTF-8 text")
+    })
 }
 
 /// Parses a whole trace. Comment (`#`) and blank lines are skipped.
@@ -524,7 +548,13 @@ impl Plan {
                 plan.push_step(line, space, action);
             }
         }
-        plan.run_reference();
+        plan.run_reference()?;
+        if plan.faults.is_empty() {
+            return err(
+                plan.lines.max(1),
+                "the trace has no fault events: nothing to look up (empty, or comments only?)",
+            );
+        }
         Ok(plan)
     }
 
@@ -562,14 +592,36 @@ impl Plan {
         }
     }
 
-    /// Fills in every fault's `expected` and `stable_for` from the reference model.
-    fn run_reference(&mut self) {
+    /// Fills in every fault's `expected` and `stable_for` from the reference model. An
+    /// `mremap` that grows a mapping past the largest offset (see [`Mapping`]) is an error
+    /// at its line.
+    fn run_reference(&mut self) -> Result<(), TraceError> {
         let mut spaces: Vec<RefSpace> = vec![RefSpace::default(); self.spaces];
         let mut next_fault = 0;
         for (epoch, batch) in self.batches.iter().enumerate() {
             for session in &batch.sessions {
                 for step in &self.steps[session.steps.clone()] {
                     apply_ref(&mut spaces, step);
+                    if let Action::Remap { new, .. } = &step.action {
+                        // Only the last piece grows; the others keep their lengths.
+                        let grown = new.end.checked_sub(1).and_then(|last| {
+                            spaces[step.space as usize]
+                                .lookup(last)
+                                .map(|(r, v)| (r, *v))
+                        });
+                        if let Some((r, v)) = grown {
+                            if v.offset.checked_add(r.end - r.start).is_none() {
+                                return err(
+                                    step.line,
+                                    format!(
+                                        "mremap grows {r:#x?} at offset {:#x} past the \
+                                         largest offset",
+                                        v.offset
+                                    ),
+                                );
+                            }
+                        }
+                    }
                 }
             }
             while next_fault < self.faults.len() && self.faults[next_fault].epoch as usize == epoch
@@ -602,6 +654,7 @@ impl Plan {
             }
             f.stable_for = stable;
         }
+        Ok(())
     }
 }
 
