@@ -2,12 +2,12 @@
 //!
 //! Owns: the counters and their snapshot type. Must not: put a shared cache-line write or
 //! an atomic read-modify-write on the lookup fast path. Each thread counts in its own
-//! cache-padded shard (threads take shard numbers in turn, modulo `SHARDS`) with a plain
-//! load and store — no locked instruction. A thread holds its shard number from its first
-//! count until it exits, and takes the lowest number no live thread holds ([`TAKEN`]), the
-//! same in every map. Two threads share a shard only while more than `SHARDS` threads that
-//! have counted are alive at once; their increments may then overwrite each other, so the
-//! counts are exact up to `SHARDS` such threads and a lower bound beyond.
+//! cache-padded shard with a plain load and store — no locked instruction. A thread holds
+//! its shard number from its first count until it exits, and takes the lowest number no
+//! live thread holds ([`TAKEN`]), the same in every map. Two threads share a shard only
+//! while more than `SHARDS` threads that have counted are alive at once; their increments
+//! may then overwrite each other, so the counts are exact up to `SHARDS` such threads and
+//! a lower bound beyond.
 
 use core::cell::Cell;
 use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};

@@ -58,8 +58,8 @@ use crate::tree::search::{self, Found};
 /// A writer that is leaked (`mem::forget`, a reference cycle) never commits: its session
 /// holds the writers' lock and its locked entries for good, so later sessions,
 /// [`RangeMap::clone`], and lookups and iterators that reach those entries block
-/// (`try_get` answers `Locked`), and none of its changes is ever published. The values it moved out are the caller's:
-/// the map's drop does not drop them again.
+/// (`try_get` answers `Locked`), and none of its changes is ever published. The values it
+/// moved out are the caller's: the map's drop does not drop them again.
 ///
 /// ```
 /// use rcu_rangemap::RangeMap;
