@@ -56,8 +56,8 @@
 //!   batches ahead of the slowest reader, concurrently with its lookups. A reader of
 //!   epoch *i* may thus see batches *i* … *i + W*. Each fault's answer is compared with
 //!   the sequential reference's: equal is **exact**; different is **stale** (counted, not
-//!   an error) if one of the next *W* batches changes that mapping (or that address, for
-//!   a miss); different otherwise is **unexpected**, an error (exit status 1). `W = 0`
+//!   an error) if it is the reference's answer after one of the sessions of the next *W*
+//!   batches; different otherwise is **unexpected**, an error (exit status 1). `W = 0`
 //!   serialises writer and readers completely.
 //!
 //! The same replay runs on `RwLock<BTreeMap>` (lookups take the read lock, sessions the

@@ -12,7 +12,7 @@ mod trace;
 
 use std::ops::Range;
 
-use trace::{parse, Mapping, Plan, Prot};
+use trace::{parse, Answer, Mapping, Plan, Prot};
 
 /// Every operation of the format, with the answers worked out by hand below.
 const SNIPPET: &str = "\
@@ -66,9 +66,6 @@ fn m(prot: &str, object: u32, offset: u64) -> Mapping {
         offset,
     }
 }
-
-/// A lookup's answer: the mapping's range and value, or a miss.
-type Answer = Option<(Range<u64>, Mapping)>;
 
 fn hit(r: Range<u64>, prot: &str, object: u32, offset: u64) -> Answer {
     Some((r, m(prot, object, offset)))
@@ -242,6 +239,37 @@ fn a_wrong_answer_fails_the_check_at_its_line() {
     assert_eq!(r.unexpected, 1);
     assert!(r.errors[0].starts_with("line 14: "), "{:?}", r.errors);
     assert!(!r.ok());
+}
+
+/// A concurrent reader's answer that differs from the reference is allowed only if the
+/// reference gives it after a session within the window; any other answer is wrong, even
+/// where later sessions change the mapping (the rule before counted those as stale).
+#[test]
+fn a_stale_answer_must_be_one_a_later_session_gives() {
+    let plan = Plan::build(
+        &parse(
+            "1 1 mmap 0x10000 0x1000 r--\n\
+             1 1 fault 0x10000 r\n\
+             1 1 mprotect 0x10000 0x1000 rw-\n\
+             1 1 fault 0x10000 r\n\
+             1 1 munmap 0x10000 0x1000\n\
+             1 1 fault 0x10000 r\n",
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let f = &plan.faults[0];
+    let (now, next) = (
+        hit(0x10000..0x11000, "r--", 1, 0),
+        hit(0x10000..0x11000, "rw-", 1, 0),
+    );
+    let judge = |got: &Answer, window| plan.may_answer(f, got, window);
+    use trace::Judged::*;
+    assert_eq!(judge(&now, 0), Exact);
+    assert_eq!((judge(&next, 0), judge(&next, 1)), (Unexpected, Stale));
+    assert_eq!((judge(&None, 1), judge(&None, 2)), (Unexpected, Stale));
+    let never = hit(0x10000..0x12000, "r--", 1, 0);
+    assert_eq!(judge(&never, 4), Unexpected);
 }
 
 fn bundled() -> Plan {

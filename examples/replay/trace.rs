@@ -385,12 +385,13 @@ pub struct Fault {
     pub epoch: u32,
     pub addr: u64,
     /// The reference's answer at this point of the trace.
-    pub expected: Option<(Range<u64>, Mapping)>,
-    /// How many of the following batches leave `expected` unchanged (capped at 255): a
-    /// reader that may see up to `w` batches ahead must get exactly `expected` if
-    /// `stable_for >= w`.
-    pub stable_for: u8,
+    pub expected: Answer,
+    /// Where in [`Plan::later`] the fault's later answers are.
+    pub later: Range<u32>,
 }
+
+/// What a fault's lookup finds: the mapping holding its address, with its range, or none.
+pub type Answer = Option<(Range<u64>, Mapping)>;
 
 /// A trace, ready to replay.
 #[derive(Clone, Debug, Default)]
@@ -404,6 +405,12 @@ pub struct Plan {
     pub steps: Vec<Step>,
     pub batches: Vec<Batch>,
     pub faults: Vec<Fault>,
+    /// For each fault (its [`Fault::later`]), in order: every answer other than the one
+    /// before it that the reference gives its address after a session of the 255 batches
+    /// that follow the fault's, with how many batches ahead (1 – 255). A reader that may see
+    /// up to `w` batches ahead may get any of those up to `w` ahead, and nothing else but
+    /// `expected`.
+    pub later: Vec<(u8, Answer)>,
     /// Address-space events in the trace (exec, fork, mmap, ... — not faults).
     pub events: usize,
     /// The whole trace's non-comment line count (for progress).
@@ -454,7 +461,7 @@ impl Plan {
                     epoch: (plan.batches.len() - 1) as u32,
                     addr,
                     expected: None,
-                    stable_for: 0,
+                    later: 0..0,
                 });
                 last_was_fault = true;
                 continue;
@@ -592,11 +599,15 @@ impl Plan {
         }
     }
 
-    /// Fills in every fault's `expected` and `stable_for` from the reference model. An
-    /// `mremap` that grows a mapping past the largest offset (see [`Mapping`]) is an error
-    /// at its line.
+    /// Fills in every fault's `expected` and its later answers ([`Plan::later`]) from the
+    /// reference model. An `mremap` that grows a mapping past the largest offset (see
+    /// [`Mapping`]) is an error at its line.
     fn run_reference(&mut self) -> Result<(), TraceError> {
         let mut spaces: Vec<RefSpace> = vec![RefSpace::default(); self.spaces];
+        // Per space, the faults whose later answers are still being recorded (those of the
+        // last 255 batches), each with its answers so far.
+        let mut pending: Vec<Vec<usize>> = vec![Vec::new(); self.spaces];
+        let mut later: Vec<Vec<(u8, Answer)>> = vec![Vec::new(); self.faults.len()];
         let mut next_fault = 0;
         for (epoch, batch) in self.batches.iter().enumerate() {
             for session in &batch.sessions {
@@ -623,6 +634,21 @@ impl Plan {
                         }
                     }
                 }
+                // What readers of the faults before this batch may see from now on.
+                let sp = &spaces[session.space as usize];
+                let faults = &self.faults;
+                pending[session.space as usize].retain(|&fi| {
+                    let f = &faults[fi];
+                    let Ok(ahead) = u8::try_from(epoch - f.epoch as usize) else {
+                        return false;
+                    };
+                    let now = sp.lookup(f.addr).map(|(r, v)| (r, *v));
+                    let last = later[fi].last().map_or(&f.expected, |(_, a)| a);
+                    if now != *last {
+                        later[fi].push((ahead, now));
+                    }
+                    true
+                });
             }
             while next_fault < self.faults.len() && self.faults[next_fault].epoch as usize == epoch
             {
@@ -630,32 +656,44 @@ impl Plan {
                 f.expected = spaces[f.space as usize]
                     .lookup(f.addr)
                     .map(|(r, v)| (r, *v));
+                pending[f.space as usize].push(next_fault);
                 next_fault += 1;
             }
         }
-        // Staleness: how many following batches leave each fault's answer alone.
-        for f in &mut self.faults {
-            let keys = match &f.expected {
-                Some((r, _)) => r.clone(),
-                None => f.addr..f.addr.saturating_add(1),
-            };
-            let mut stable = 0u8;
-            for batch in self.batches.iter().skip(f.epoch as usize + 1) {
-                let touched = batch.sessions.iter().any(|s| {
-                    s.space == f.space
-                        && self.steps[s.steps.clone()]
-                            .iter()
-                            .any(|st| st.action.touches(&keys))
-                });
-                if touched || stable == u8::MAX {
-                    break;
-                }
-                stable += 1;
-            }
-            f.stable_for = stable;
+        for (f, answers) in self.faults.iter_mut().zip(later) {
+            let start = self.later.len() as u32;
+            self.later.extend(answers);
+            f.later = start..self.later.len() as u32;
         }
         Ok(())
     }
+
+    /// Whether `got` is an answer a reader of fault `f` may get when it may see up to
+    /// `window` batches ahead of the fault's: `f.expected`, or a later answer of the
+    /// reference no further ahead ([`Plan::later`]).
+    pub fn may_answer(&self, f: &Fault, got: &Answer, window: usize) -> Judged {
+        if *got == f.expected {
+            Judged::Exact
+        } else if self.later[f.later.start as usize..f.later.end as usize]
+            .iter()
+            .any(|(ahead, a)| usize::from(*ahead) <= window && a == got)
+        {
+            Judged::Stale
+        } else {
+            Judged::Unexpected
+        }
+    }
+}
+
+/// How a concurrent reader's answer compares with the reference ([`Plan::may_answer`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Judged {
+    /// The reference's answer at the fault's point in the trace.
+    Exact,
+    /// The reference's answer after a later session within the window.
+    Stale,
+    /// Neither: wrong.
+    Unexpected,
 }
 
 // -------------------------------------------------------------------------------------
