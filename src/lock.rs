@@ -147,6 +147,31 @@ impl LockDomain {
         self.seq.store(s.0 + 1, Ordering::Release);
     }
 
+    /// Commit session `s`'s lock steps, in the order the protocol needs:
+    ///
+    /// 1. `publish` makes the new version readable (the map's root store, Release).
+    /// 2. Every entry the session removed (`removed`) is detached, waiting out the
+    ///    transient readers that incremented meanwhile. Before step 3, because a reader
+    ///    whose count arrives after the session's end passes the re-check and takes the
+    ///    entry; after step 1, so that a reader refused as detached finds the new version
+    ///    when it retries from the root.
+    /// 3. The session ends: every entry it locked (and did not remove) is readable again.
+    ///
+    /// `Writer`'s commit and the loom models run this same function, so the models check
+    /// the order the map commits in.
+    pub fn commit<'e, I>(&self, s: Session, publish: impl FnOnce(), removed: impl FnOnce() -> I)
+    where
+        I: IntoIterator<Item = &'e EntryLock>,
+    {
+        publish();
+        sync::inject_delay();
+        for e in removed() {
+            e.detach(self);
+        }
+        sync::inject_delay();
+        self.end(s);
+    }
+
     /// The current sequence (odd while a session is active).
     #[cfg_attr(not(loom), allow(dead_code))] // tests and models
     pub fn current(&self) -> u64 {
@@ -320,8 +345,11 @@ impl EntryLock {
     /// active, so the entry is attached and unlocked). Fails only at the limit.
     #[inline]
     pub fn read_locked(&self) -> Result<(), ReadFail> {
-        // Acquire: pairs with the last writer's Release steps on this entry; the map lock
-        // the caller holds orders them too, this keeps the lock correct on its own.
+        // Acquire: pairs with the last writer's Release steps on this entry. It does not
+        // order what a session wrote under the entry's lock (its last Release step on the
+        // count, `write_lock`'s subtraction, comes before those writes, and `end` releases
+        // the domain's sequence, which this path never loads): the writers' lock the caller
+        // holds does that (a scratch loom model of a slow-path reader without it raced).
         let mut c = self.count.load(Ordering::Acquire);
         loop {
             debug_assert!(
@@ -377,6 +405,9 @@ impl EntryLock {
         // Acquire: if no reader is left, the count already reads `WRITER + 1` and we must
         // still see the releases of the readers that left (this RMW continues their release
         // sequences). Nothing of ours needs publishing: a refused reader takes the slow path.
+        // (Belt and braces: `wait_until` below always makes an Acquire load of the count,
+        // which reads this RMW's value or a later one of the same release sequences, so
+        // the loom models pass with this Relaxed too.)
         let prev = self.count.fetch_add(WRITER, Ordering::Acquire);
         debug_assert!(
             (ATTACHED..WRITER).contains(&prev),

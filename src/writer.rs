@@ -760,29 +760,33 @@ impl<K: Key, V> Drop for Writer<'_, K, V> {
         // 0. The gap metadata the edits left stale (`CowTree::fix_gaps`): published nodes
         //    hold exact gaps.
         self.tree().fix_gaps();
-        // 1. Publish the new version (Release inside), unless all the session did was put
-        //    a range it removed back (`keep_entry`).
-        match self.only_entry_swapped() {
-            Some((swap, at)) => self.keep_entry(swap, at),
-            None => self.map.publish(self.root, self.len),
-        }
-        crate::sync::inject_delay();
+        // 1. – 3., in `LockDomain::commit`'s order: publish the new version (Release
+        //    inside), unless all the session did was put a range it removed back
+        //    (`keep_entry`); detach the removed entries; unlock every entry this session
+        //    locked, at once.
+        let (map, session, scratch) = (self.map, self.session, self.scratch);
+        map.domain.commit(
+            session,
+            || match self.only_entry_swapped() {
+                Some((swap, at)) => self.keep_entry(swap, at),
+                None => map.publish(self.root, self.len),
+            },
+            || {
+                // SAFETY: as in `scratch` (the publish step's borrow of it has ended).
+                let removed = unsafe { &(*scratch.as_ptr()).removed };
+                removed.iter().map(|e| {
+                    // SAFETY: removed entries stay allocated until retired in step 4.
+                    unsafe { &e.as_ref().lock }
+                })
+            },
+        );
         // SAFETY: as in `scratch`; this borrow ends before step 5 ends our claim to it.
-        let scratch = unsafe { &mut *self.scratch.as_ptr() };
+        let scratch = unsafe { &mut *scratch.as_ptr() };
         let Scratch {
             blocks,
             retired,
             removed,
         } = scratch;
-        // 2. Detach removed entries before the sequence moves: a transient reader that
-        //    incremented while we held them must not pass its re-check after step 3.
-        for e in removed.iter() {
-            // SAFETY: removed entries stay allocated until retired in step 4.
-            unsafe { e.as_ref() }.lock.detach(&self.map.domain);
-        }
-        crate::sync::inject_delay();
-        // 3. Unlock every entry this session locked, at once.
-        self.map.domain.end(self.session);
         // 4. Retire what the new version no longer reaches (retire-after-unlink): into the
         //    map's limbo, which goes to the collector a batch at a time.
         for n in retired.drain(..) {
