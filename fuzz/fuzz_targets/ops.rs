@@ -245,21 +245,7 @@ fn run<K: FKey>(input: &Input) -> bool {
                 );
             }
             Step::Session { ops, commit } => {
-                let before = r.model.clone();
-                let mut locked: Vec<Range<u128>> = Vec::new();
-                let mut w = map.write();
-                for op in ops.iter().take(MAX_OPS) {
-                    r.apply(&map, &mut w, &before, &mut locked, op);
-                }
-                check_writer_full(&w, &r.model);
-                // The published view is still the version before the session.
-                check_published_full(
-                    &map,
-                    &View {
-                        model: &before,
-                        locked: &locked,
-                    },
-                );
+                let w = r.session(&map, ops);
                 if *commit {
                     w.commit();
                 } else {
@@ -274,21 +260,7 @@ fn run<K: FKey>(input: &Input) -> bool {
                 );
             }
             Step::Leak { ops } => {
-                let before = r.model.clone();
-                let mut locked: Vec<Range<u128>> = Vec::new();
-                let mut w = map.write();
-                for op in ops.iter().take(MAX_OPS) {
-                    r.apply(&map, &mut w, &before, &mut locked, op);
-                }
-                check_writer_full(&w, &r.model);
-                std::mem::forget(w);
-                check_published_full(
-                    &map,
-                    &View {
-                        model: &before,
-                        locked: &locked,
-                    },
-                );
+                std::mem::forget(r.session(&map, ops));
                 drop(map);
                 return true;
             }
@@ -299,6 +271,27 @@ fn run<K: FKey>(input: &Input) -> bool {
 }
 
 impl<K: FKey> Run<K> {
+    /// A session of `ops` on `map`, checked after each op and then in full (the writer's
+    /// view; the published one, still the version before the session); its end is the
+    /// caller's.
+    fn session<'m>(&mut self, map: &'m RangeMap<K, V>, ops: &[WOp]) -> Writer<'m, K, V> {
+        let before = self.model.clone();
+        let mut locked: Vec<Range<u128>> = Vec::new();
+        let mut w = map.write();
+        for op in ops.iter().take(MAX_OPS) {
+            self.apply(map, &mut w, &before, &mut locked, op);
+        }
+        check_writer_full(&w, &self.model);
+        check_published_full(
+            map,
+            &View {
+                model: &before,
+                locked: &locked,
+            },
+        );
+        w
+    }
+
     fn new_val(&mut self, off: u16) -> Val {
         self.next_id += 1;
         Val {
