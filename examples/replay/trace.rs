@@ -176,15 +176,11 @@ fn hex(line: u32, what: &str, s: &str) -> Result<u64, TraceError> {
 }
 
 fn id(line: u32, what: &str, s: &str) -> Result<u32, TraceError> {
-    // Digits only: `parse` would also take a sign (`+1`).
-    s.bytes()
-        .all(|b| b.is_ascii_digit())
-        .then(|| s.parse().ok())
-        .flatten()
-        .map_or_else(
-            || err(line, format!("bad {what} {s:?} (expected a decimal id)")),
-            Ok,
-        )
+    match s.parse() {
+        // Digits only: `parse` would also take a sign (`+1`).
+        Ok(v) if s.bytes().all(|b| b.is_ascii_digit()) => Ok(v),
+        _ => err(line, format!("bad {what} {s:?} (expected a decimal id)")),
+    }
 }
 
 /// A trace file's bytes as text; bytes that are not UTF-8 are an error at their line.
