@@ -23,7 +23,7 @@ use crate::reclaim::{Blocks, Retired};
 use crate::tree::cow::{CowTree, EntrySwap};
 use crate::tree::gap;
 use crate::tree::node::{NodeMut, NodeRef};
-use crate::tree::search::{self, Found};
+use crate::tree::search::{self, Found, Trail};
 
 /// An exclusive writer session on a [`RangeMap`], from [`RangeMap::write`].
 ///
@@ -89,6 +89,25 @@ pub struct Writer<'a, K: Key, V> {
     /// Whether [`relocate`](Self::relocate) ran: it moves entries into new blocks on
     /// purpose, so the commit must not put one back in its old block (`keep_entry`).
     relocated: bool,
+    /// The place the last [`remove_entry`](Self::remove_entry) emptied, while the working
+    /// tree is as that removal left it: every edit goes through [`tree`](Self::tree), which
+    /// forgets it.
+    hole: Option<Hole<K>>,
+}
+
+/// Where a removed range would go back, in a working tree no edit has changed since the
+/// removal, which changed no node's shape ([`CowTree::remove_at`]): the removal's trail
+/// still leads to its leaf, and the range's neighbours there (or beyond the leaf) are the
+/// ones it had. So [`Writer::try_insert`] of exactly `lo..hi` needs no descent and no
+/// check: the range is free, and slot `slot` of that leaf is the place it had. (A descent
+/// could pick the neighbouring leaf instead when the range is first or last in its own;
+/// either keeps the tree ordered.) Churn that removes a range and puts it back with a new
+/// value pays for one descent instead of two.
+struct Hole<K> {
+    lo: K,
+    hi: K,
+    trail: Trail,
+    slot: usize,
 }
 
 /// What a map's writer sessions carry from one session to the next: the free blocks that
@@ -171,6 +190,7 @@ impl<'a, K: Key, V> Writer<'a, K, V> {
             scratch,
             len: map.len(),
             relocated: false,
+            hole: None,
         }
     }
 
@@ -182,9 +202,10 @@ impl<'a, K: Key, V> Writer<'a, K, V> {
         unsafe { &mut *self.scratch.as_ptr() }
     }
 
-    /// The working tree, for one edit.
+    /// The working tree, for one edit (which may move the hole's range: see `Hole`).
     #[inline]
     fn tree(&mut self) -> CowTree<'_, K, Entry<K, V>> {
+        self.hole = None;
         let session = self.session.get();
         // SAFETY: as in `scratch`; disjoint fields of it.
         let s = unsafe { &mut *self.scratch.as_ptr() };
@@ -269,12 +290,20 @@ impl<'a, K: Key, V> Writer<'a, K, V> {
                 value,
             ));
         }
-        // One descent decides and places.
-        let place = search::place(self.root(), range.start);
-        if !place.is_free(range.start, range.end) {
-            return Err(self.occupied(range, value));
-        }
-        let (trail, pos) = (place.trail, place.rank);
+        let (trail, pos) = match self.hole.take() {
+            Some(h) if h.lo == range.start && h.hi == range.end => {
+                debug_assert!(search::place(self.root(), h.lo).is_free(h.lo, h.hi));
+                (h.trail, h.slot)
+            }
+            _ => {
+                // One descent decides and places.
+                let place = search::place(self.root(), range.start);
+                if !place.is_free(range.start, range.end) {
+                    return Err(self.occupied(range, value));
+                }
+                (place.trail, place.rank)
+            }
+        };
         let session = self.session;
         let mut tree = self.tree();
         let e = Entry::alloc(tree.blocks(), value, session);
@@ -516,7 +545,15 @@ impl<'a, K: Key, V> Writer<'a, K, V> {
         // versions, so the order within the session is theirs to ignore; the entry stays
         // live until this session's commit retires it.
         crate::sync::prefetch_write(f.entry.as_ptr().cast(), core::mem::size_of::<Entry<K, V>>());
-        self.tree().remove_at(&trail, slot);
+        let (_, kept) = self.tree().remove_at(&trail, slot);
+        if kept {
+            self.hole = Some(Hole {
+                lo: f.lo,
+                hi: f.hi,
+                trail,
+                slot,
+            });
+        }
         let h = self.hold(f.entry);
         self.scratch().removed.push(h.ptr());
         self.len -= 1;
@@ -1097,6 +1134,90 @@ mod tests {
                 "chunks: {after:?} against a fresh copy's {fresh:?}"
             );
         }
+    }
+
+    /// A range put back through the hole `remove_entry` left (`Hole`) keeps the tree sound,
+    /// also when the removal evened out or merged leaves (the hole is then not kept) or
+    /// other edits ran in between (they forget it). Sessions shrink the
+    /// map to a few leaves and grow it again, so leaves sit at `MIN` when a removal hits
+    /// them; the session's own view is checked after every put-back and the published
+    /// tree after every commit, against a model.
+    #[test]
+    fn put_back_through_the_hole_keeps_the_tree_sound() {
+        use std::collections::BTreeMap;
+        let map = RangeMap::<u32, u32>::new();
+        let mut model = BTreeMap::<u32, (u32, u32)>::new();
+        let mut rng = 0x2545_F491_4F6C_DD1Du64;
+        let mut next = move |n: u32| {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            (rng % u64::from(n)) as u32
+        };
+        let sessions = if cfg!(miri) { 8 } else { 400 };
+        let (mut put_back, mut shrunk) = (0, 0);
+        for s in 0..sessions {
+            let mut w = map.write();
+            // Grow to ~600 entries, shrink to ~40, and again: the shrinking merges leaves.
+            let target = if (s / 40) % 2 == 0 { 600 } else { 40 };
+            for _ in 0..=next(60) {
+                let lo = next(20_000) * 4;
+                if model.len() < target {
+                    let hi = lo + 1 + next(3);
+                    if w.try_insert(lo..hi, s).is_ok() {
+                        model.insert(lo, (hi, s));
+                    }
+                    continue;
+                }
+                let Some((&k, &(hi, _))) = model.range(lo..).next().or_else(|| model.iter().next())
+                else {
+                    continue;
+                };
+                let (r, _) = w.remove_entry(k + next(hi - k)).expect("a mapped key");
+                model.remove(&k);
+                assert_eq!(r, k..hi);
+                if model.len() >= target && next(2) == 0 {
+                    shrunk += 1;
+                    continue;
+                }
+                if next(3) == 0 {
+                    // Edits in between (none a `try_insert`, which would use the hole up):
+                    // the put-back must descend again.
+                    let near = k.saturating_sub(200) + next(400);
+                    match model.range(near..).next().map(|(&k2, &(hi2, _))| (k2, hi2)) {
+                        Some((k2, hi2)) if next(2) == 0 => {
+                            drop(w.remove(k2..hi2));
+                            drop(w.insert(k2..hi2, s));
+                            model.insert(k2, (hi2, s));
+                        }
+                        _ => {
+                            // A new range in free space near the hole: it may split leaves.
+                            // Ranges start at multiples of 4 and end by the next 3.
+                            let lo2 = near | 3;
+                            if lo2 != k && w.overlapping(lo2..lo2 + 1).next().is_none() {
+                                drop(w.insert(lo2..lo2 + 1, s));
+                                model.insert(lo2, (lo2 + 1, s));
+                            }
+                        }
+                    }
+                }
+                w.try_insert(r.clone(), s + 1_000)
+                    .expect("the range just removed is free");
+                model.insert(k, (hi, s + 1_000));
+                put_back += 1;
+                assert_eq!(w.get(k), Some((r, &(s + 1_000))));
+            }
+            assert_eq!(w.len(), model.len());
+            w.commit();
+            assert_eq!(map.check_published(), model.len());
+            let all: Vec<_> = map.iter().map(|g| (g.range(), *g)).collect();
+            let want: Vec<_> = model.iter().map(|(&lo, &(hi, v))| (lo..hi, v)).collect();
+            assert_eq!(all, want);
+        }
+        assert!(
+            cfg!(miri) || (put_back > 5_000 && shrunk > 1_000),
+            "{put_back} {shrunk}"
+        );
     }
 
     /// Every commit publishes exact gap metadata (`CowTree::fix_gaps`): after sessions of

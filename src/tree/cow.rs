@@ -203,31 +203,39 @@ impl<'s, K: Key, E> CowTree<'s, K, E> {
         let place = super::search::place(self.root(), key);
         debug_assert!(place.holding(key).is_some(), "remove_present: absent");
         let (trail, slot) = (place.trail, place.rank - 1);
-        self.remove_at(&trail, slot)
+        self.remove_at(&trail, slot).0
     }
 
     /// Remove slot `slot` of the leaf `trail` leads to (from `search::place` on the working
-    /// tree unchanged since); returns its entry with its bounds.
-    pub(crate) fn remove_at(&mut self, trail: &Trail, slot: usize) -> Found<E, K> {
+    /// tree unchanged since); returns its entry with its bounds, and whether the tree kept
+    /// its shape: no node was merged or evened out, so that until the next edit `trail`
+    /// still leads to that leaf, and `slot` of it is where the removed range would go back
+    /// (`insert_at(trail, slot, ..)`).
+    pub(crate) fn remove_at(&mut self, trail: &Trail, slot: usize) -> (Found<E, K>, bool) {
         let mut path = Path::new();
         let leaf = self.descend_mut(trail, &mut path);
         let (s, p) = leaf.remove_slot(slot);
+        let mut kept = true;
         let mut child = leaf;
         for &(parent, idx) in path.iter().rev() {
             if child.as_ref().len() < MIN {
                 self.rebalance(parent, idx);
+                kept = false;
             } else {
                 parent.set_summary(idx, child.as_ref().bounds());
             }
             child = parent;
         }
+        let root = *self.root;
         self.collapse_root();
-        Found {
+        kept &= *self.root == root;
+        let found = Found {
             // SAFETY: leaf slots hold non-null entry pointers.
             entry: unsafe { NonNull::new_unchecked(p as *mut E) },
             lo: s.lo,
             hi: s.hi,
-        }
+        };
+        (found, kept)
     }
 
     /// Point the slot whose range holds `key` at `entry`, with bounds `lo..hi`, which must
