@@ -20,10 +20,10 @@ use crate::key::Key;
 use crate::lock::Session;
 use crate::map::{want, Fit, RangeMap, TreeNode};
 use crate::reclaim::{Blocks, Retired};
-use crate::tree::cow::{CowTree, EntrySwap};
+use crate::tree::cow::{CowTree, EntrySwap, Hole};
 use crate::tree::gap;
 use crate::tree::node::{NodeMut, NodeRef};
-use crate::tree::search::{self, Found, Trail};
+use crate::tree::search::{self, Found};
 
 /// An exclusive writer session on a [`RangeMap`], from [`RangeMap::write`].
 ///
@@ -91,23 +91,10 @@ pub struct Writer<'a, K: Key, V> {
     relocated: bool,
     /// The place the last [`remove_entry`](Self::remove_entry) emptied, while the working
     /// tree is as that removal left it: every edit goes through [`tree`](Self::tree), which
-    /// forgets it.
+    /// forgets it. A `try_insert` of exactly that range goes back there with no descent
+    /// and no check ([`CowTree::put_back`]), so churn that removes a range and puts it back
+    /// with a new value pays for one descent, and leaves no gap to compute at commit.
     hole: Option<Hole<K>>,
-}
-
-/// Where a removed range would go back, in a working tree no edit has changed since the
-/// removal, which changed no node's shape ([`CowTree::remove_at`]): the removal's trail
-/// still leads to its leaf, and the range's neighbours there (or beyond the leaf) are the
-/// ones it had. So [`Writer::try_insert`] of exactly `lo..hi` needs no descent and no
-/// check: the range is free, and slot `slot` of that leaf is the place it had. (A descent
-/// could pick the neighbouring leaf instead when the range is first or last in its own;
-/// either keeps the tree ordered.) Churn that removes a range and puts it back with a new
-/// value pays for one descent instead of two.
-struct Hole<K> {
-    lo: K,
-    hi: K,
-    trail: Trail,
-    slot: usize,
 }
 
 /// What a map's writer sessions carry from one session to the next: the free blocks that
@@ -290,10 +277,13 @@ impl<'a, K: Key, V> Writer<'a, K, V> {
                 value,
             ));
         }
-        let (trail, pos) = match self.hole.take() {
+        let session = self.session;
+        match self.hole.take() {
             Some(h) if h.lo == range.start && h.hi == range.end => {
                 debug_assert!(search::place(self.root(), h.lo).is_free(h.lo, h.hi));
-                (h.trail, h.slot)
+                let mut tree = self.tree();
+                let e = Entry::alloc(tree.blocks(), value, session);
+                tree.put_back(h, e);
             }
             _ => {
                 // One descent decides and places.
@@ -301,13 +291,12 @@ impl<'a, K: Key, V> Writer<'a, K, V> {
                 if !place.is_free(range.start, range.end) {
                     return Err(self.occupied(range, value));
                 }
-                (place.trail, place.rank)
+                let (trail, pos) = (place.trail, place.rank);
+                let mut tree = self.tree();
+                let e = Entry::alloc(tree.blocks(), value, session);
+                tree.insert_at(&trail, pos, range.start, range.end, e);
             }
-        };
-        let session = self.session;
-        let mut tree = self.tree();
-        let e = Entry::alloc(tree.blocks(), value, session);
-        tree.insert_at(&trail, pos, range.start, range.end, e);
+        }
         self.len += 1;
         Ok(())
     }
@@ -545,15 +534,7 @@ impl<'a, K: Key, V> Writer<'a, K, V> {
         // versions, so the order within the session is theirs to ignore; the entry stays
         // live until this session's commit retires it.
         crate::sync::prefetch_write(f.entry.as_ptr().cast(), core::mem::size_of::<Entry<K, V>>());
-        let (_, kept) = self.tree().remove_at(&trail, slot);
-        if kept {
-            self.hole = Some(Hole {
-                lo: f.lo,
-                hi: f.hi,
-                trail,
-                slot,
-            });
-        }
+        self.hole = self.tree().remove_at(trail, slot).1;
         let h = self.hold(f.entry);
         self.scratch().removed.push(h.ptr());
         self.len -= 1;
@@ -1136,7 +1117,8 @@ mod tests {
         }
     }
 
-    /// A range put back through the hole `remove_entry` left (`Hole`) keeps the tree sound,
+    /// A range put back through the hole `remove_entry` left (`Hole`) keeps the tree sound
+    /// and its gaps exact,
     /// also when the removal evened out or merged leaves (the hole is then not kept) or
     /// other edits ran in between (they forget it). Sessions shrink the
     /// map to a few leaves and grow it again, so leaves sit at `MIN` when a removal hits

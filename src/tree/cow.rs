@@ -23,6 +23,24 @@ use crate::reclaim::Blocks;
 /// taken in it.
 type Path<K, E> = SmallVec<[(NodeMut<K, E>, usize); 8]>;
 
+/// Where a range [`CowTree::remove_at`] removed would go back, for as long as no other edit
+/// changes the working tree: the removal changed no node's shape, so its trail still leads
+/// to its leaf, whose slot `slot` is the place the range had (a descent could pick the
+/// neighbouring leaf instead when the range is first or last in its own; either keeps the
+/// tree ordered), and its neighbours are the ones it had, so the range is free.
+/// [`put_back`](CowTree::put_back) returns it there with no descent, and leaves the path's
+/// gap metadata as the removal found it: the range's return makes every summary on the path
+/// what it was.
+pub(crate) struct Hole<K> {
+    pub(crate) lo: K,
+    pub(crate) hi: K,
+    trail: Trail,
+    slot: usize,
+    /// For each level of the trail, the gap the parent stored for the child taken before
+    /// the removal: exact, or `K::MAX` if an earlier edit of the session had left it stale.
+    gaps: SmallVec<[K; 8]>,
+}
+
 /// A session whose only change is one range's entry ([`CowTree::only_entry_swapped`]).
 pub(crate) struct EntrySwap<K, E> {
     /// The entry the published tree has for the range.
@@ -203,17 +221,23 @@ impl<'s, K: Key, E> CowTree<'s, K, E> {
         let place = super::search::place(self.root(), key);
         debug_assert!(place.holding(key).is_some(), "remove_present: absent");
         let (trail, slot) = (place.trail, place.rank - 1);
-        self.remove_at(&trail, slot).0
+        self.remove_at(trail, slot).0
     }
 
     /// Remove slot `slot` of the leaf `trail` leads to (from `search::place` on the working
-    /// tree unchanged since); returns its entry with its bounds, and whether the tree kept
-    /// its shape: no node was merged or evened out, so that until the next edit `trail`
-    /// still leads to that leaf, and `slot` of it is where the removed range would go back
-    /// (`insert_at(trail, slot, ..)`).
-    pub(crate) fn remove_at(&mut self, trail: &Trail, slot: usize) -> (Found<E, K>, bool) {
+    /// tree unchanged since); returns its entry with its bounds, and the hole it left if no
+    /// node was merged or evened out (see [`Hole`]: valid until the next edit).
+    pub(crate) fn remove_at(
+        &mut self,
+        trail: Trail,
+        slot: usize,
+    ) -> (Found<E, K>, Option<Hole<K>>) {
         let mut path = Path::new();
-        let leaf = self.descend_mut(trail, &mut path);
+        let leaf = self.descend_mut(&trail, &mut path);
+        let gaps = path
+            .iter()
+            .map(|&(parent, idx)| parent.as_ref().gap(idx))
+            .collect();
         let (s, p) = leaf.remove_slot(slot);
         let mut kept = true;
         let mut child = leaf;
@@ -235,7 +259,41 @@ impl<'s, K: Key, E> CowTree<'s, K, E> {
             lo: s.lo,
             hi: s.hi,
         };
-        (found, kept)
+        let hole = kept.then_some(Hole {
+            lo: s.lo,
+            hi: s.hi,
+            trail,
+            slot,
+            gaps,
+        });
+        (found, hole)
+    }
+
+    /// Insert an entry for the range `hole` was left by, in the working tree that removal
+    /// left (no edit since): into its old slot, with no descent. The path's bounds become
+    /// what they were before the removal, and so do its gaps — the subtrees are as they
+    /// were — so a gap that was exact is stored again instead of being left stale.
+    pub(crate) fn put_back(&mut self, hole: Hole<K>, entry: NonNull<E>) {
+        let mut path = Path::new();
+        let leaf = self.descend_mut(&hole.trail, &mut path);
+        debug_assert!(leaf.as_ref().len() < B, "the removal left the leaf a slot");
+        debug_assert_eq!(hole.slot, leaf.as_ref().rank_scan(hole.lo));
+        let s = Summary {
+            lo: hole.lo,
+            hi: hole.hi,
+            gap: K::ZERO,
+        };
+        leaf.insert_slot(hole.slot, s, entry.as_ptr() as *mut ());
+        let mut child = leaf;
+        for (&(parent, idx), &gap) in path.iter().zip(&hole.gaps).rev() {
+            let bounds = child.as_ref().bounds();
+            // `K::MAX` (stale) stays stale; an exact gap is exact again: the child is as
+            // it was when the gap was stored (and its own gaps exact, by `Internal`'s
+            // invariant: a stale gap below would have made this one stale).
+            debug_assert!(gap == K::MAX || gap == child.as_ref().summary().gap);
+            parent.set_summary(idx, Summary { gap, ..bounds });
+            child = parent;
+        }
     }
 
     /// Point the slot whose range holds `key` at `entry`, with bounds `lo..hi`, which must
