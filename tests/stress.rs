@@ -1015,3 +1015,76 @@ fn shrink_to_fit_beside_readers() {
     }
     eprintln!("shrink_to_fit_beside_readers: {rounds} rounds");
 }
+
+// ---------------------------------------------------------------------------------------
+// g. A fresh root, read whole
+
+/// A reader that finds a key the moment a session publishes it reads the nodes that
+/// session wrote: what orders the writer's plain node writes before the reader's plain
+/// descent is the root's Release store (`RangeMap::publish`) and the Acquire load of it
+/// (`RangeMap::root`), and nothing else on this path. The reader polls with `try_get` for
+/// a key that is vacant until the commit: a vacant lookup loads no sequence and no count
+/// (the Acquire loads that would otherwise order a later descent after an earlier
+/// commit's end), the writer thread never pins (its sessions hand no batch over), and the
+/// two threads pace each other with Relaxed atomics only. So with the root store Relaxed,
+/// Miri reports the reader's first read of a node the writer thread wrote as a data race,
+/// whatever the schedule; on x86 the mutant would pass natively, so this is a Miri test.
+///
+/// The other stress tests do not catch that mutant: their readers load the domain's
+/// sequence (Acquire) on every hit, which orders each next descent after the commit whose
+/// end it read, so a race needs a reader to load a new root in the few instructions
+/// between one lookup's sequence load and the next lookup's root load while a commit
+/// stores it; `torn_values`' sessions mostly publish no new root at all (`get_mut` and a
+/// put-back keep the published tree).
+#[test]
+fn fresh_root_is_read_whole() {
+    /// Entries before the rounds: a tree of two levels, so each insert copies a leaf and
+    /// the root.
+    const N: u64 = 64;
+    const ROUNDS: u64 = 4;
+    // Key of round `r`: in the gap after entry `r * N / ROUNDS`, so the rounds' inserts go
+    // to different leaves.
+    let key = |r: u64| (r * (N / ROUNDS)) * 4 + 2;
+    let map: RangeMap<u64, u64> = RangeMap::new();
+    {
+        let mut w = map.write();
+        for i in 0..N {
+            w.try_insert(i * 4..i * 4 + 2, i).unwrap();
+        }
+    }
+    // Rounds the reader has finished. Relaxed on both sides: pacing only, so that each
+    // round's commit meets a reader that is polling for its key; it must order nothing
+    // (an Acquire here would hide the mutant this test is for).
+    let found = &AtomicU64::new(0);
+    thread::scope(|s| {
+        let map = &map;
+        s.spawn(move || {
+            for r in 0..ROUNDS {
+                while found.load(Relaxed) < r {
+                    thread::yield_now();
+                }
+                let mut w = map.write();
+                w.try_insert(key(r)..key(r) + 1, 1000 + r).unwrap();
+                w.commit();
+            }
+        });
+        s.spawn(move || {
+            for r in 0..ROUNDS {
+                let k = key(r);
+                loop {
+                    match map.try_get(k) {
+                        Ok(g) => {
+                            assert_eq!((g.range(), *g), (k..k + 1, 1000 + r));
+                            break;
+                        }
+                        // Locked: published, but its session has not ended yet.
+                        Err(TryGetError::Vacant | TryGetError::Locked) => thread::yield_now(),
+                        Err(e) => panic!("try_get({k}): {e:?}"),
+                    }
+                }
+                found.store(r + 1, Relaxed);
+            }
+        });
+    });
+    assert_eq!(map.len() as u64, N + ROUNDS);
+}
