@@ -221,8 +221,9 @@ impl<K: Key, V> RangeMap<K, V> {
     /// The published root, for a reader pinned by `_pin`.
     #[inline]
     fn root<'g>(&self, _pin: &'g reclaim::Guard) -> NodeRef<'g, K, Entry<K, V>> {
-        // Acquire: pairs with the Release store in `Writer`'s commit; the nodes of the
-        // version we load are fully written.
+        // Acquire: pairs with the Release store in `publish` (at `Writer`'s commit); the
+        // nodes of the version we load are fully written. The only ordering before the
+        // descent (see `publish`).
         let ptr = self.root.load(Ordering::Acquire);
         // SAFETY: the root is never null, and a published node is retired only after it is
         // unlinked and freed only after every pin older than the retirement is dropped, so
@@ -261,7 +262,11 @@ impl<K: Key, V> RangeMap<K, V> {
     /// Publish `root` (at commit).
     pub(crate) fn publish(&self, root: *mut TreeNode<K, V>, len: usize) {
         // Release: pairs with the Acquire load in `root`; readers of this version see every
-        // node and entry the session wrote.
+        // node and entry the session wrote. Nothing else orders those plain writes before a
+        // reader's descent: its other Acquire loads (an entry's count, the domain's sequence)
+        // come after the descent, and a lookup that finds nothing makes none. Checked:
+        // `stress::fresh_root_is_read_whole` fails under Miri (a data race on the new root's
+        // node) with this store or `root`'s load Relaxed.
         self.root.store(root, Ordering::Release);
         // Relaxed: `len` is a standalone count; readers get no ordering from it.
         self.len.store(len, Ordering::Relaxed);

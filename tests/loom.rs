@@ -51,11 +51,15 @@
 //!     against a reuse; and with one or two transient readers the wake-up's mutex orders
 //!     them anyway. A model with three transient readers and a probe cell did not finish
 //!     in 300 s. In the map, epoch reclamation orders the reuse in any case.
-//!   - The map's root store in `publish` (Release, paired with the Acquire load in
-//!     `RangeMap::root`): the root is a std atomic outside these models (crossbeam-epoch
-//!     is not loom-aware), and Miri's race detector did not catch it Relaxed either (a run
-//!     of `stress::torn_values` with `RCU_RANGEMAP_SMALL=1` passed). Nothing checks this
-//!     one mechanically: a known blind spot.
+//! - Not here: the map's root store in `publish` (Release, paired with the Acquire load in
+//!   `RangeMap::root`). The root is a std atomic outside these models (crossbeam-epoch is
+//!   not loom-aware); Miri checks it instead. `stress::fresh_root_is_read_whole` fails
+//!   under Miri with either side Relaxed, on every seed tried (a reader polling for a key
+//!   only the next commit inserts descends the new root with nothing else ordering its
+//!   nodes), and in a Miri run of all of `tests/stress.rs` `drop_counting` or
+//!   `removed_never_readable` failed too. The first mutation run missed it because it ran
+//!   only `stress::torn_values`, whose writer, under Miri's speed and the test's 300 ms
+//!   cap, ran three sessions that all kept the published root (`get_mut`s and put-backs).
 //!
 //! Run (as CI does):
 //! `RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom LOOM_MAX_PREEMPTIONS=3 cargo test --release --test loom`.

@@ -20,6 +20,8 @@
 //! - `shrink_to_fit_beside_readers`: while `shrink_to_fit` moves every entry and rebuilds
 //!   the nodes, the entries that stay are never vacant nor read with another value, even
 //!   through a guard held across the moves.
+//! - `fresh_root_is_read_whole`: a reader that finds a key the moment a commit inserts it
+//!   reads the new version's nodes whole (under Miri: the root's Release store is checked).
 //!
 //! Set `RCU_RANGEMAP_SMALL` (or run under Miri) for a much shorter run.
 //!
@@ -1030,12 +1032,13 @@ fn shrink_to_fit_beside_readers() {
 /// Miri reports the reader's first read of a node the writer thread wrote as a data race,
 /// whatever the schedule; on x86 the mutant would pass natively, so this is a Miri test.
 ///
-/// The other stress tests do not catch that mutant: their readers load the domain's
-/// sequence (Acquire) on every hit, which orders each next descent after the commit whose
-/// end it read, so a race needs a reader to load a new root in the few instructions
-/// between one lookup's sequence load and the next lookup's root load while a commit
-/// stores it; `torn_values`' sessions mostly publish no new root at all (`get_mut` and a
-/// put-back keep the published tree).
+/// The other stress tests catch that mutant only as their schedule allows: a hit loads
+/// the domain's sequence (Acquire), which orders the next descent after the commit whose
+/// end it read, so a race needs a reader to load a new root before it has read that
+/// commit's end. Under Miri `drop_counting` and `removed_never_readable` did so on every
+/// seed tried; `torn_values` never did: under Miri its writer runs about three sessions
+/// in the test's time cap, and its sessions (`get_mut`s, put-backs) mostly keep the
+/// published root.
 #[test]
 fn fresh_root_is_read_whole() {
     /// Entries before the rounds: a tree of two levels, so each insert copies a leaf and
