@@ -89,11 +89,12 @@ pub struct Writer<'a, K: Key, V> {
     /// Whether [`relocate`](Self::relocate) ran: it moves entries into new blocks on
     /// purpose, so the commit must not put one back in its old block (`keep_entry`).
     relocated: bool,
-    /// The place the last [`remove_entry`](Self::remove_entry) emptied, while the working
+    /// The place the last removal of a whole entry ([`remove_entry`](Self::remove_entry), or
+    /// [`remove`](Self::remove) of a range that holds it) emptied, while the working
     /// tree is as that removal left it: every edit goes through [`tree`](Self::tree), which
-    /// forgets it. A `try_insert` of exactly that range goes back there with no descent
-    /// and no check ([`CowTree::put_back`]), so churn that removes a range and puts it back
-    /// with a new value pays for one descent, and leaves no gap to compute at commit.
+    /// forgets it. A `try_insert` or `insert` of exactly that range goes back there with no
+    /// descent and no check ([`CowTree::put_back`]), so churn that removes a range and puts
+    /// it back with a new value pays for one descent, and leaves no gap to compute at commit.
     hole: Option<Hole<K>>,
 }
 
@@ -277,26 +278,21 @@ impl<'a, K: Key, V> Writer<'a, K, V> {
                 value,
             ));
         }
-        let session = self.session;
-        match self.hole.take() {
-            Some(h) if h.lo == range.start && h.hi == range.end => {
-                debug_assert!(search::place(self.root(), h.lo).is_free(h.lo, h.hi));
-                let mut tree = self.tree();
-                let e = Entry::alloc(tree.blocks(), value, session);
-                tree.put_back(h, e);
-            }
-            _ => {
-                // One descent decides and places.
-                let place = search::place(self.root(), range.start);
-                if !place.is_free(range.start, range.end) {
-                    return Err(self.occupied(range, value));
-                }
-                let (trail, pos) = (place.trail, place.rank);
-                let mut tree = self.tree();
-                let e = Entry::alloc(tree.blocks(), value, session);
-                tree.insert_at(&trail, pos, range.start, range.end, e);
-            }
+        if self.hole_is(&range) {
+            // Free: see `Hole`.
+            self.link(range.start, range.end, value);
+            return Ok(());
         }
+        // One descent decides and places.
+        let place = search::place(self.root(), range.start);
+        if !place.is_free(range.start, range.end) {
+            return Err(self.occupied(range, value));
+        }
+        let (trail, pos) = (place.trail, place.rank);
+        let session = self.session;
+        let mut tree = self.tree();
+        let e = Entry::alloc(tree.blocks(), value, session);
+        tree.insert_at(&trail, pos, range.start, range.end, e);
         self.len += 1;
         Ok(())
     }
@@ -315,11 +311,25 @@ impl<'a, K: Key, V> Writer<'a, K, V> {
         )
     }
 
+    /// Whether `range` is exactly the hole the last removal left (see `hole`).
+    fn hole_is(&self, range: &Range<K>) -> bool {
+        self.hole
+            .as_ref()
+            .is_some_and(|h| h.lo == range.start && h.hi == range.end)
+    }
+
+    /// Insert an entry for `lo..hi`, which is free in the working tree: back into the hole
+    /// if that is where it was, else where a descent places it.
     fn link(&mut self, lo: K, hi: K, value: V) {
+        let hole = self.hole.take().filter(|h| h.lo == lo && h.hi == hi);
+        debug_assert!(search::place(self.root(), lo).is_free(lo, hi));
         let session = self.session;
         let mut tree = self.tree();
         let e = Entry::alloc(tree.blocks(), value, session);
-        tree.insert(lo, hi, e);
+        match hole {
+            Some(h) => tree.put_back(h, e),
+            None => tree.insert(lo, hi, e),
+        }
         self.len += 1;
     }
 
@@ -484,7 +494,7 @@ impl<'a, K: Key, V> Writer<'a, K, V> {
             let (lo, hi) = (f.lo, f.hi);
             match plan {
                 Plan::Whole => {
-                    self.tree().remove_present(lo);
+                    self.hole = self.tree().remove_present(lo).1;
                     self.scratch().removed.push(h.ptr());
                     self.len -= 1;
                     out.items.push((lo..hi, h.take_value()));
@@ -1155,7 +1165,13 @@ mod tests {
                 else {
                     continue;
                 };
-                let (r, _) = w.remove_entry(k + next(hi - k)).expect("a mapped key");
+                let r = if next(4) == 0 {
+                    let gone = w.remove(k..hi).into_vec();
+                    assert_eq!(gone.len(), 1);
+                    gone[0].0.clone()
+                } else {
+                    w.remove_entry(k + next(hi - k)).expect("a mapped key").0
+                };
                 model.remove(&k);
                 assert_eq!(r, k..hi);
                 if model.len() >= target && next(2) == 0 {
@@ -1163,14 +1179,20 @@ mod tests {
                     continue;
                 }
                 if next(3) == 0 {
-                    // Edits in between (none a `try_insert`, which would use the hole up):
-                    // the put-back must descend again.
+                    // An edit in between: the put-back must descend again.
                     let near = k.saturating_sub(200) + next(400);
                     match model.range(near..).next().map(|(&k2, &(hi2, _))| (k2, hi2)) {
                         Some((k2, hi2)) if next(2) == 0 => {
+                            // Another hole, used up at once.
                             drop(w.remove(k2..hi2));
                             drop(w.insert(k2..hi2, s));
                             model.insert(k2, (hi2, s));
+                        }
+                        Some((k2, hi2)) if hi2 - k2 > 1 && next(2) == 0 => {
+                            // A trim near the hole: the same shape, other gaps.
+                            drop(w.remove(k2..k2 + 1));
+                            let (_, v2) = model.remove(&k2).unwrap();
+                            model.insert(k2 + 1, (hi2, v2));
                         }
                         _ => {
                             // A new range in free space near the hole: it may split leaves.
@@ -1183,8 +1205,13 @@ mod tests {
                         }
                     }
                 }
-                w.try_insert(r.clone(), s + 1_000)
-                    .expect("the range just removed is free");
+                if next(4) == 0 {
+                    // An overwriting insert takes the hole too.
+                    assert!(w.insert(r.clone(), s + 1_000).is_empty());
+                } else {
+                    w.try_insert(r.clone(), s + 1_000)
+                        .expect("the range just removed is free");
+                }
                 model.insert(k, (hi, s + 1_000));
                 put_back += 1;
                 assert_eq!(w.get(k), Some((r, &(s + 1_000))));

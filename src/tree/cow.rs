@@ -211,17 +211,17 @@ impl<'s, K: Key, E> CowTree<'s, K, E> {
     #[cfg(test)]
     pub(crate) fn remove(&mut self, key: K) -> Option<Found<E, K>> {
         super::search::lookup(self.root(), key)?;
-        Some(self.remove_present(key))
+        Some(self.remove_present(key).0)
     }
 
     /// Remove the entry whose range holds `key`, which the caller found in the working tree
     /// (the descent copies the path, so it must not be taken for an absent key); returns it
-    /// with its bounds.
-    pub(crate) fn remove_present(&mut self, key: K) -> Found<E, K> {
+    /// with its bounds, and the hole it left as [`remove_at`](Self::remove_at) does.
+    pub(crate) fn remove_present(&mut self, key: K) -> (Found<E, K>, Option<Hole<K>>) {
         let place = super::search::place(self.root(), key);
         debug_assert!(place.holding(key).is_some(), "remove_present: absent");
         let (trail, slot) = (place.trail, place.rank - 1);
-        self.remove_at(trail, slot).0
+        self.remove_at(trail, slot)
     }
 
     /// Remove slot `slot` of the leaf `trail` leads to (from `search::place` on the working
