@@ -326,8 +326,10 @@ enum Op {
     Remove(u128, u128),
     RemoveWith(u128, u128),
     RemoveEntry(u128),
-    /// `remove_entry`, then the same range back with its value changed by `d`, in one
-    /// session: the commit then keeps the entry instead of publishing a tree (`Writer`'s
+    /// `remove_entry` (or `remove` of the entry's range if `d & 2`), then the same range
+    /// back with its value changed by `d`, by `try_insert` (or an overwriting `insert` if
+    /// `d & 1`): it goes back through the hole the removal left (`Writer`'s `hole`), and
+    /// the commit then keeps the entry instead of publishing a tree (`Writer`'s
     /// `keep_entry`), if the session did nothing else.
     PutBack(u128, u128),
     Get(u128),
@@ -901,11 +903,27 @@ fn run<K: TestKey>(kmax: u128, sessions: &[Session]) {
                     assert_eq!(got, model.remove_entry(key), "remove_entry({key})");
                 }
                 Op::PutBack(key, d) => {
+                    // Both ways to take a whole entry out and both ways to put a range
+                    // back (each of which goes back through the hole the removal left).
                     extra.push(key);
-                    let got = w.remove_entry(k(key)).map(|(r, mut v)| {
+                    let taken = if d & 2 == 0 {
+                        w.remove_entry(k(key))
+                    } else {
+                        let r = w.get(k(key)).map(|(r, _)| r);
+                        r.map(|r| {
+                            let mut gone = w.remove(r).into_vec();
+                            assert_eq!(gone.len(), 1, "remove of one entry's range");
+                            gone.remove(0)
+                        })
+                    };
+                    let got = taken.map(|(r, mut v)| {
                         v.off = v.off.wrapping_add(d);
-                        w.try_insert(r.clone(), v.clone())
-                            .expect("the range just removed is free");
+                        if d & 1 == 0 {
+                            w.try_insert(r.clone(), v.clone())
+                                .expect("the range just removed is free");
+                        } else {
+                            assert!(w.insert(r.clone(), v.clone()).is_empty());
+                        }
                         let (s, e) = ur(&r);
                         (s, e, v)
                     });
