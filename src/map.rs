@@ -300,6 +300,9 @@ impl<K: Key, V> RangeMap<K, V> {
             // SAFETY: reached from the root loaded under `pin`, so allocated until `pin`
             // drops; `entry` is not used after that.
             let entry = unsafe { found.entry.as_ref() };
+            // Between the descent and the count: a commit that lands here removes or
+            // replaces the entry found (the detached retry) or locks it.
+            crate::sync::inject_delay();
             match entry.lock.try_read(&self.domain) {
                 Ok(()) => {
                     drop(pin);

@@ -24,12 +24,13 @@
 //!
 //! Three shapes: `u8` keys over the whole key space (the last range may end at `u8::MAX`),
 //! `u64` keys in the last 256 keys below `u64::MAX`, and a `u64` map deep enough for three
-//! levels. Set `RCU_RANGEMAP_SMALL` (or run under Miri) for a short run.
+//! levels. Set `RCU_RANGEMAP_SMALL` (or run under Miri) for a short run, or
+//! `RCU_RANGEMAP_SOAK_MS` to run each test that many milliseconds.
 
 use rcu_rangemap::{Fit, Key, RangeMap, TryGetError};
+use std::collections::VecDeque;
 use std::hint::black_box;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::*};
-use std::collections::VecDeque;
 use std::sync::{Arc, Barrier, RwLock};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -169,6 +170,9 @@ struct Log {
     /// Per reader: the oldest state its current step may ask for (`u64::MAX`: none). The
     /// writer drops the states before every reader's.
     active: Vec<AtomicU64>,
+    /// Writer sessions (and `shrink_to_fit` calls) begun, and ended: see [`Log::quiet`].
+    begun: AtomicU64,
+    ended: AtomicU64,
 }
 
 impl Log {
@@ -206,16 +210,29 @@ impl Log {
     /// After commit `c`: publish the counter, and drop the states no reader can ask for.
     fn committed(&self, c: u64) {
         self.committed.store(c, SeqCst);
-        let keep = self
-            .active
-            .iter()
-            .map(|a| a.load(SeqCst))
-            .fold(c, u64::min);
+        let keep = self.active.iter().map(|a| a.load(SeqCst)).fold(c, u64::min);
         let mut st = self.states.write().unwrap();
         while st.0 < keep {
             st.1.pop_front();
             st.0 += 1;
         }
+    }
+
+    /// Around a writer session or a `shrink_to_fit` (before it starts, after it ends).
+    fn begin(&self) {
+        self.begun.fetch_add(1, SeqCst);
+    }
+    fn end(&self) {
+        self.ended.fetch_add(1, SeqCst);
+    }
+
+    /// `Some(n)` if `n` sessions have begun and all of them ended. A step between two equal
+    /// `Some` answers met no session at all: every entry was readable throughout.
+    fn quiet(&self) -> Option<u64> {
+        // SeqCst: a session that began before the first load is counted in it, and if it
+        // had not ended by the second, the two differ.
+        let b = self.begun.load(SeqCst);
+        (self.ended.load(SeqCst) == b).then_some(b)
     }
 
     fn last(&self) -> Arc<State> {
@@ -250,6 +267,13 @@ struct Shape {
     seed: u64,
 }
 
+impl Shape {
+    /// The keys `0..hot` that half the edits and half the reads go to.
+    fn hot(&self) -> u64 {
+        (8 * self.width).min(self.span)
+    }
+}
+
 struct Counts {
     steps: AtomicU64,
     walks: AtomicU64,
@@ -258,6 +282,8 @@ struct Counts {
     fits: AtomicU64,
     lookups: AtomicU64,
     locked: AtomicU64,
+    clones: AtomicU64,
+    shrinks: AtomicU64,
     progress: AtomicU64,
 }
 
@@ -282,6 +308,7 @@ fn run<K: TestKey>(shape: Shape) {
             .collect()
     };
     let mut rng = Rng(shape.seed);
+    let hot = shape.hot();
     // Fill densely: ranges of 1..=width keys, now and then a one-key hole.
     let first = {
         let mut w = map.write();
@@ -300,9 +327,11 @@ fn run<K: TestKey>(shape: Shape) {
         states: RwLock::new((0, VecDeque::from([Arc::new(first)]))),
         committed: AtomicU64::new(0),
         active: (0..readers).map(|_| AtomicU64::new(u64::MAX)).collect(),
+        begun: AtomicU64::new(0),
+        ended: AtomicU64::new(0),
     };
     let stop = AtomicBool::new(false);
-    let counts = Counts {
+    let counts = &Counts {
         steps: AtomicU64::new(0),
         walks: AtomicU64::new(0),
         held: AtomicU64::new(0),
@@ -310,15 +339,19 @@ fn run<K: TestKey>(shape: Shape) {
         fits: AtomicU64::new(0),
         lookups: AtomicU64::new(0),
         locked: AtomicU64::new(0),
+        clones: AtomicU64::new(0),
+        shrinks: AtomicU64::new(0),
         progress: AtomicU64::new(0),
     };
     let barrier = Barrier::new(readers + 1);
-    let cap = if small() {
-        Duration::from_millis(400)
-    } else {
-        Duration::from_millis(1500)
-    };
-    let sessions = if cfg!(miri) {
+    // `RCU_RANGEMAP_SOAK_MS`: run this long instead, with no cap on sessions (a soak).
+    let soak: Option<u64> = std::env::var("RCU_RANGEMAP_SOAK_MS")
+        .ok()
+        .map(|ms| ms.parse().expect("RCU_RANGEMAP_SOAK_MS: milliseconds"));
+    let cap = Duration::from_millis(soak.unwrap_or(if small() { 400 } else { 1500 }));
+    let sessions = if soak.is_some() {
+        u64::MAX
+    } else if cfg!(miri) {
         12
     } else if small() {
         shape.sessions / 20
@@ -328,11 +361,32 @@ fn run<K: TestKey>(shape: Shape) {
 
     let done = thread::scope(|s| {
         for t in 0..readers {
-            let (map, log, stop, counts, barrier) = (&map, &log, &stop, &counts, &barrier);
+            let (map, log, stop, barrier) = (&map, &log, &stop, &barrier);
             s.spawn(move || {
                 let _stop = StopOnDrop(stop);
                 barrier.wait();
                 reader(map, log, stop, counts, shape, t, key, off);
+            });
+        }
+        if !cfg!(miri) {
+            // Relocation beside the writer: every entry moves to a new block (and the
+            // nodes are rebuilt) while readers walk; the state stays the same.
+            let (map, log, stop) = (&map, &log, &stop);
+            s.spawn(move || {
+                let _stop = StopOnDrop(stop);
+                while !stop.load(Relaxed) {
+                    log.begin();
+                    map.shrink_to_fit();
+                    log.end();
+                    counts.shrinks.fetch_add(1, Relaxed);
+                    // Let a few hundred sessions go by between two.
+                    for _ in 0..64 {
+                        if stop.load(Relaxed) {
+                            break;
+                        }
+                        thread::sleep(Duration::from_micros(500));
+                    }
+                }
             });
         }
         let _stop = StopOnDrop(&stop);
@@ -342,7 +396,7 @@ fn run<K: TestKey>(shape: Shape) {
         loop {
             let elapsed = start.elapsed();
             let readers_ran = counts.progress.load(Relaxed) > 0;
-            if elapsed > Duration::from_secs(60)
+            if elapsed > cap.max(Duration::from_secs(60))
                 || c >= sessions
                 || (elapsed > cap && readers_ran)
                 || stop.load(Relaxed)
@@ -357,17 +411,20 @@ fn run<K: TestKey>(shape: Shape) {
                 continue;
             }
             let split = |_: &mut Val, _: std::ops::Range<K>, _: K| fresh();
+            log.begin();
             let mut w = map.write();
             // A third of the sessions only put one range back (a new value for the same
             // range, in the entry itself: no version is published).
             let ops = if rng.chance(3) { 0 } else { 1 + rng.below(4) };
             if ops == 0 {
-                if let Some((r, _)) = w.remove_entry(key(rng.below(span))) {
+                if let Some((r, _)) = w.remove_entry(key(rng.below(hot))) {
                     w.try_insert(r, fresh()).unwrap();
                 }
             }
             for _ in 0..ops {
-                let a = rng.below(span);
+                // Half the edits in the hot keys, where the readers also go half the time.
+                let within = if rng.chance(2) { hot } else { span };
+                let a = rng.below(within);
                 let b = (a + 1 + rng.below(2 * width)).min(span);
                 match rng.below(8) {
                     0 | 1 => drop(w.insert_with(key(a)..key(b), fresh(), split)),
@@ -384,6 +441,9 @@ fn run<K: TestKey>(shape: Shape) {
                             let id = next_id.fetch_add(1, Relaxed);
                             v.id = id;
                             black_box(&*v);
+                            if rng.chance(4) {
+                                thread::yield_now();
+                            }
                             v.check = !id;
                         }
                     }
@@ -394,7 +454,9 @@ fn run<K: TestKey>(shape: Shape) {
                         } else {
                             Fit::Highest
                         };
-                        if let Some(r) = w.find_gap(key(0)..key(span), K::from_u64(size), K::from_u64(1), fit) {
+                        if let Some(r) =
+                            w.find_gap(key(0)..key(span), K::from_u64(size), K::from_u64(1), fit)
+                        {
                             w.try_insert(r, fresh()).unwrap();
                         }
                     }
@@ -408,13 +470,10 @@ fn run<K: TestKey>(shape: Shape) {
             w.commit();
             c += 1;
             log.committed(c);
+            log.end();
             if c % shape.verify_every == 0 {
                 // No other session runs: the published map is exactly the last state.
                 assert_eq!(published(&map), *log.last(), "after commit {c}");
-            }
-            if !cfg!(miri) && rng.chance(200) {
-                // Relocates every entry in sessions of its own (the state stays the same).
-                map.shrink_to_fit();
             }
         }
         stop.store(true, Relaxed);
@@ -423,7 +482,7 @@ fn run<K: TestKey>(shape: Shape) {
     assert_eq!(published(&map), *log.last());
     let n = |a: &AtomicU64| a.load(Relaxed);
     eprintln!(
-        "{}: {done} sessions; {} walks ({} held across commits, {} steps), {} gaps, {} find_gap, {} lookups ({} refused)",
+        "{}: {done} sessions; {} walks ({} held across commits, {} steps), {} gaps, {} find_gap, {} lookups ({} refused), {} clones, {} shrink_to_fit; {:?}",
         shape.name,
         n(&counts.walks),
         n(&counts.held),
@@ -432,6 +491,9 @@ fn run<K: TestKey>(shape: Shape) {
         n(&counts.fits),
         n(&counts.lookups),
         n(&counts.locked),
+        n(&counts.clones),
+        n(&counts.shrinks),
+        map.stats(),
     );
     assert!(n(&counts.walks) > 0 && n(&counts.lookups) > 0);
 }
@@ -458,7 +520,8 @@ fn reader<K: TestKey>(
         if turns % 64 == 0 {
             pinned.repin();
         }
-        let a = rng.below(span);
+        let within = if rng.chance(2) { shape.hot() } else { span };
+        let a = rng.below(within);
         let b = match rng.below(4) {
             0 => span,
             // Narrow: the two ends of a mixed walk meet after a step or two.
@@ -541,7 +604,11 @@ fn reader<K: TestKey>(
                         }
                     }
                     if f >= bk {
-                        assert!(it.next().is_none() && it.next_back().is_none(), "{}", ctx(&seen));
+                        assert!(
+                            it.next().is_none() && it.next_back().is_none(),
+                            "{}",
+                            ctx(&seen)
+                        );
                         break;
                     }
                     if held {
@@ -561,6 +628,23 @@ fn reader<K: TestKey>(
                 counts.steps.fetch_add(steps, Relaxed);
                 counts.walks.fetch_add(1, Relaxed);
                 counts.held.fetch_add(u64::from(held), Relaxed);
+            }
+            3 if rng.chance(8) => {
+                // A copy of the map: one state, exactly.
+                let before = log.enter(t);
+                let copy = map.clone();
+                let after = log.now();
+                let got: State = copy
+                    .iter()
+                    .map(|g| (off(g.range().start), off(g.range().end), g.id()))
+                    .collect();
+                let states = log.window(before, after);
+                assert!(
+                    states.iter().any(|s| **s == got),
+                    "{}: a clone holds no state in commits {before}..={after}",
+                    shape.name
+                );
+                counts.clones.fetch_add(1, Relaxed);
             }
             3 => {
                 let before = log.enter(t);
@@ -614,6 +698,8 @@ fn reader<K: TestKey>(
                 let k = a;
                 let how = rng.below(4);
                 let before = log.enter(t);
+                let quiet = log.quiet();
+                let len = map.len();
                 let got = match how {
                     0 => Ok(map.get(key(k))),
                     1 => map.try_get(key(k)).map(Some),
@@ -621,8 +707,14 @@ fn reader<K: TestKey>(
                     _ => pinned.try_get(key(k)).map(Some),
                 }
                 .map(|g| g.map(|g| (off(g.range().start), off(g.range().end), g.id())));
+                let quiet = quiet.is_some() && log.quiet() == quiet;
                 let after = log.now();
                 let states = log.window(before, after);
+                assert!(
+                    states.iter().any(|s| s.len() == len),
+                    "{}: len() = {len}, the length of no state in commits {before}..={after}",
+                    shape.name
+                );
                 match got {
                     Ok(got) => assert!(
                         states.iter().any(|s| holding(s, k) == got),
@@ -635,6 +727,13 @@ fn reader<K: TestKey>(
                         shape.name
                     ),
                     Err(TryGetError::Locked) => {
+                        // Not under Miri: its weak memory may let the early check's Relaxed
+                        // loads see a session that `quiet`'s loads do not yet count.
+                        assert!(
+                            cfg!(miri) || !quiet,
+                            "{}: try_get {how} of {k} refused as locked, but no session ran",
+                            shape.name
+                        );
                         counts.locked.fetch_add(1, Relaxed);
                     }
                     Err(e) => panic!("{}: lookup of {k}: {e:?}", shape.name),
@@ -654,7 +753,7 @@ fn snapshots_u8_whole_key_space() {
         width: 6,
         sessions: 60_000,
         pace: 4,
-        verify_every: 1,
+        verify_every: 4,
         seed: 1,
     });
 }
@@ -668,7 +767,7 @@ fn snapshots_u64_near_max() {
         width: 4,
         sessions: 60_000,
         pace: 4,
-        verify_every: 1,
+        verify_every: 4,
         seed: 2,
     });
 }
