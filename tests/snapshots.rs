@@ -285,6 +285,7 @@ struct Counts {
     locked: AtomicU64,
     clones: AtomicU64,
     shrinks: AtomicU64,
+    holds: AtomicU64,
     progress: AtomicU64,
 }
 
@@ -343,6 +344,7 @@ fn run<K: TestKey>(shape: Shape) {
         locked: AtomicU64::new(0),
         clones: AtomicU64::new(0),
         shrinks: AtomicU64::new(0),
+        holds: AtomicU64::new(0),
         progress: AtomicU64::new(0),
     };
     let barrier = Barrier::new(readers + 1);
@@ -494,11 +496,12 @@ fn run<K: TestKey>(shape: Shape) {
     assert_eq!(published(&map), *log.last());
     let n = |a: &AtomicU64| a.load(Relaxed);
     eprintln!(
-        "{}: {done} sessions; {} walks ({} held across commits, {} steps), {} gaps, {} find_gap, {} lookups ({} refused), {} clones, {} shrink_to_fit; {:?}",
+        "{}: {done} sessions; {} walks ({} held across commits, {} steps, {} guards held), {} gaps, {} find_gap, {} lookups ({} refused), {} clones, {} shrink_to_fit; {:?}",
         shape.name,
         n(&counts.walks),
         n(&counts.held),
         n(&counts.steps),
+        n(&counts.holds),
         n(&counts.gaps),
         n(&counts.fits),
         n(&counts.lookups),
@@ -508,6 +511,46 @@ fn run<K: TestKey>(shape: Shape) {
         map.stats(),
     );
     assert!(n(&counts.walks) > 0 && n(&counts.lookups) > 0);
+}
+
+/// Hold the guard `g` of entry `e` (`(lo, hi, id)`) while up to two commits land (a
+/// bounded wait: a session that wants the entry waits for the guard): every state
+/// committed meanwhile holds the entry unchanged, and a lookup finds it (or is refused
+/// while a writer waits for the guard).
+fn hold<K: TestKey>(
+    map: &RangeMap<K, Val>,
+    log: &Log,
+    stop: &AtomicBool,
+    counts: &Counts,
+    g: rcu_rangemap::ReadGuard<'_, K, Val>,
+    e: (u64, u64, u64),
+    key: &impl Fn(u64) -> K,
+) {
+    let from = log.now();
+    for _ in 0..200 {
+        if log.now() >= from + 2 || stop.load(Relaxed) {
+            break;
+        }
+        thread::yield_now();
+    }
+    match map.try_get(key(e.0)) {
+        Ok(g2) => assert_eq!((g2.range(), g2.id()), (g.range(), e.2), "held {e:?}"),
+        Err(TryGetError::Locked) => {}
+        Err(err) => panic!("held {e:?}, try_get of its start: {err:?}"),
+    }
+    assert_eq!(g.id(), e.2, "a held value changed");
+    let to = log.now();
+    drop(g);
+    // States `from + 1 ..= to` were committed while we held the guard.
+    if to > from {
+        let states = log.window(from + 1, to - 1);
+        assert!(
+            states.iter().all(|s| s.contains(&e)),
+            "held {e:?}, but a state committed in {}..={to} lost it",
+            from + 1
+        );
+    }
+    counts.holds.fetch_add(1, Relaxed);
 }
 
 /// One reader thread: random checks until `stop`.
@@ -562,9 +605,14 @@ fn reader<K: TestKey>(
                         _ => rng.chance(2),
                     };
                     let before = log.enter(t);
-                    let got = if fwd { it.next() } else { it.next_back() }
+                    let guard = if fwd { it.next() } else { it.next_back() };
+                    let got = guard
+                        .as_ref()
                         .map(|g| (off(g.range().start), off(g.range().end), g.id()));
                     let after = log.now();
+                    if let (Some(g), Some(e), true) = (guard, got, rng.chance(8)) {
+                        hold(map, log, stop, counts, g, e, &key);
+                    }
                     counts.progress.fetch_add(1, Relaxed);
                     let states = log.window(before, after);
                     let (f0, bk0, step) = (f, bk, steps);
