@@ -22,9 +22,10 @@
 //! - `get`, `try_get`, `Pinned::get`, `Pinned::try_get` (the pin held across commits):
 //!   the entry of one of them, or vacant in one of them.
 //!
-//! Four shapes: `u8` keys over the whole key space (the last range may end at `u8::MAX`),
-//! `u64` and `u128` keys in the last 256 keys below their `MAX`, and a `u64` map deep
-//! enough for three levels (under Miri: the first two, over their last 63 keys). Set
+//! Five shapes: `u8` keys over the whole key space (the last range may end at `u8::MAX`),
+//! `u64` and `u128` keys in the last 256 keys below their `MAX`, a tiny `u16` map whose
+//! root leaf splits and merges back, and a `u64` map deep enough for three levels (under
+//! Miri: the first two, over their last 63 keys, and the tiny one). Set
 //! `RCU_RANGEMAP_SMALL` (or run under Miri) for a short run, or
 //! `RCU_RANGEMAP_SOAK_MS` to run each test that many milliseconds.
 
@@ -84,6 +85,11 @@ trait TestKey: Key {
 impl TestKey for u8 {
     fn from_u128(x: u128) -> Self {
         u8::try_from(x).expect("a u8 key")
+    }
+}
+impl TestKey for u16 {
+    fn from_u128(x: u128) -> Self {
+        u16::try_from(x).expect("a u16 key")
     }
 }
 impl TestKey for u64 {
@@ -872,6 +878,21 @@ fn snapshots_u128_near_max() {
         pace: 4,
         verify_every: 4,
         seed: 4,
+    });
+}
+
+/// About 15 to 25 entries: the root is a leaf, then splits, then merges again.
+#[test]
+fn snapshots_tiny_tree() {
+    run::<u16>(Shape {
+        name: "tiny",
+        base: 0,
+        span: 40,
+        width: 3,
+        sessions: 60_000,
+        pace: 4,
+        verify_every: 1,
+        seed: 5,
     });
 }
 
