@@ -292,6 +292,7 @@ struct Counts {
     clones: AtomicU64,
     shrinks: AtomicU64,
     holds: AtomicU64,
+    straddles: AtomicU64,
     progress: AtomicU64,
 }
 
@@ -351,6 +352,7 @@ fn run<K: TestKey>(shape: Shape) {
         clones: AtomicU64::new(0),
         shrinks: AtomicU64::new(0),
         holds: AtomicU64::new(0),
+        straddles: AtomicU64::new(0),
         progress: AtomicU64::new(0),
     };
     let barrier = Barrier::new(readers + 1);
@@ -502,12 +504,13 @@ fn run<K: TestKey>(shape: Shape) {
     assert_eq!(published(&map), *log.last());
     let n = |a: &AtomicU64| a.load(Relaxed);
     eprintln!(
-        "{}: {done} sessions; {} walks ({} held across commits, {} steps, {} guards held), {} gaps, {} find_gap, {} lookups ({} refused), {} clones, {} shrink_to_fit; {:?}",
+        "{}: {done} sessions; {} walks ({} held across commits, {} steps, {} guards held, {} straddling the cursor), {} gaps, {} find_gap, {} lookups ({} refused), {} clones, {} shrink_to_fit; {:?}",
         shape.name,
         n(&counts.walks),
         n(&counts.held),
         n(&counts.steps),
         n(&counts.holds),
+        n(&counts.straddles),
         n(&counts.gaps),
         n(&counts.fits),
         n(&counts.lookups),
@@ -654,6 +657,12 @@ fn reader<K: TestKey>(
                                 ctx(&seen)
                             );
                             seen.push((lo, hi, id));
+                            // Documented: after a commit reshaped the ranges at the cursor,
+                            // the entry holding it may start before it (end after it, from
+                            // the back), overlapping the one yielded before.
+                            if (fwd && lo < f) || (!fwd && hi > bk) {
+                                counts.straddles.fetch_add(1, Relaxed);
+                            }
                             if fwd {
                                 f = hi;
                             } else {
