@@ -39,8 +39,9 @@ pub(crate) fn yield_now() {
     std::thread::yield_now();
 }
 
-/// Delay injection (feature `delay-injection`, test-only): at the marked points of the lock
-/// and commit paths, sometimes yield or sleep so stress tests widen the race windows.
+/// Delay injection (feature `delay-injection`, test-only): at the marked points of the lock,
+/// lookup (between the descent and the count) and commit paths, sometimes yield or sleep so
+/// stress tests widen the race windows.
 /// Compiles to nothing without the feature and under loom (loom already explores every
 /// interleaving).
 #[inline]

@@ -657,10 +657,11 @@ fn reader<K: TestKey>(
                                 ctx(&seen)
                             );
                             seen.push((lo, hi, id));
-                            // Documented: after a commit reshaped the ranges at the cursor,
-                            // the entry holding it may start before it (end after it, from
-                            // the back), overlapping the one yielded before.
-                            if (fwd && lo < f) || (!fwd && hi > bk) {
+                            // Documented: after a commit reshaped the ranges at the cursor
+                            // (moved past the window's end by a yield), the entry holding it
+                            // may start before it (end after it, from the back), overlapping
+                            // the one yielded before.
+                            if (fwd && a < f && lo < f) || (!fwd && bk < b && hi > bk) {
                                 counts.straddles.fetch_add(1, Relaxed);
                             }
                             if fwd {
