@@ -2,9 +2,11 @@
 //!
 //! One writer thread runs sessions (overwrites that trim and split, range removals, entry
 //! removals, put-backs that publish nothing, in-place changes through `get_mut`, fills
-//! found with its own `find_gap`, and now and then `shrink_to_fit`). Before each commit
-//! it appends the state the session leaves (read from its own view) to a log, and after
-//! the commit it bumps a counter. Every value is unique (a fresh id per entry and per
+//! found with its own `find_gap`), a third of its edits at the key where a reader's walk
+//! goes on next, and another thread runs `shrink_to_fit` beside it (every entry moves to a
+//! new block, the nodes are rebuilt; the state stays the same). Before each commit the
+//! writer appends the state the session leaves (read from its own view) to a log, and
+//! after the commit it bumps a counter. Every value is unique (a fresh id per entry and per
 //! split piece), so a `(range, id)` names one entry of one state.
 //!
 //! A reader brackets each step with two loads of the counter, `before` and `after`: the
@@ -16,18 +18,26 @@
 //!   commits let through between steps): the entry yielded is in one of them with that id,
 //!   and in one of them it is there with everything between the iterator's cursor and it
 //!   free (so no entry that stayed is skipped, none is yielded twice, the two ends never
-//!   cross); `None` only if one of them has the rest of the window free;
-//! - `gaps` (both directions): exactly the complement of one of them;
+//!   cross); `None` only if one of them has the rest of the window free. A guard held
+//!   while commits land: every state committed meanwhile keeps its entry;
+//! - `gaps` (both directions) and a `clone` of the map: exactly one of them;
 //! - `find_gap`: exactly the lowest or highest fit in one of them;
 //! - `get`, `try_get`, `Pinned::get`, `Pinned::try_get` (the pin held across commits):
-//!   the entry of one of them, or vacant in one of them.
+//!   the entry of one of them, or vacant in one of them; `len` the length of one of them;
+//!   `try_get` refused as `Locked` only if some session ran meanwhile.
 //!
 //! Five shapes: `u8` keys over the whole key space (the last range may end at `u8::MAX`),
 //! `u64` and `u128` keys in the last 256 keys below their `MAX`, a tiny `u16` map whose
 //! root leaf splits and merges back, and a `u64` map deep enough for three levels (under
 //! Miri: the first two, over their last 63 keys, and the tiny one). Set
 //! `RCU_RANGEMAP_SMALL` (or run under Miri) for a short run, or
-//! `RCU_RANGEMAP_SOAK_MS` to run each test that many milliseconds.
+//! `RCU_RANGEMAP_SOAK_MS` to run each test that many milliseconds. With the
+//! `delay-injection` feature, lookups also stall between the descent and the count, where
+//! a commit detaches the entry found.
+//!
+//! Orderings: the log's counter and the session counts are SeqCst (see `Log`); every
+//! Relaxed atomic here is a statistic, a hint (`Log::cursors`), an id source or the stop
+//! flag, none of which hands data over (the states go through the log's lock).
 
 use rcu_rangemap::{Fit, Key, RangeMap, TryGetError};
 use std::collections::VecDeque;
@@ -215,7 +225,7 @@ impl Log {
     }
 
     /// After commit `c`: publish the counter, and drop the states no reader can ask for.
-    fn committed(&self, c: u64) {
+    fn after_commit(&self, c: u64) {
         self.committed.store(c, SeqCst);
         let keep = self.active.iter().map(|a| a.load(SeqCst)).fold(c, u64::min);
         let mut st = self.states.write().unwrap();
@@ -491,7 +501,7 @@ fn run<K: TestKey>(shape: Shape) {
             log.push(view(&w));
             w.commit();
             c += 1;
-            log.committed(c);
+            log.after_commit(c);
             log.end();
             if c % shape.verify_every == 0 {
                 // No other session runs: the published map is exactly the last state.
