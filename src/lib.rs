@@ -70,6 +70,70 @@
 //! assert_eq!(*map.get(0x4000).unwrap(), 0x9000_0000 + 99);
 //! ```
 //!
+//! # Threads
+//!
+//! A [`RangeMap`] is `Send` when its values are (its drop drops them on whatever thread
+//! drops it) and `Sync` when they are `Send + Sync` (readers on any thread get `&V`, and
+//! sessions on any thread move values in and out). A [`ReadGuard`] is `Send` and `Sync`
+//! when `V: Sync` (it lends `&V` and gives back a count, which any thread may do), and so
+//! are the iterators of a map that is `Sync`. A [`Writer`] stays on the thread that started
+//! the session, and an [`EpochPin`] (or [`Pinned`]) on the thread it pinned.
+//!
+//! ```
+//! use rcu_rangemap::{Gaps, Overlapping, RangeMap, ReadGuard};
+//! fn send_sync<T: Send + Sync>() {}
+//! send_sync::<RangeMap<u64, String>>();
+//! send_sync::<ReadGuard<'static, u64, String>>();
+//! send_sync::<Overlapping<'static, u64, String>>();
+//! send_sync::<Gaps<u64>>();
+//! // `V: Send` alone: the map may move (and drop its values) elsewhere, not be shared.
+//! fn send<T: Send>() {}
+//! send::<RangeMap<u64, std::cell::Cell<u8>>>();
+//! ```
+//!
+//! A map of values that must stay on their thread cannot move:
+//!
+//! ```compile_fail,E0277
+//! fn send<T: Send>(_: T) {}
+//! send(rcu_rangemap::RangeMap::<u64, std::rc::Rc<u8>>::new());
+//! ```
+//!
+//! Nor can a map of values that are not `Sync` be shared (another thread's reader would
+//! get a `&Cell` this thread writes):
+//!
+//! ```compile_fail,E0277
+//! fn sync<T: Sync>(_: &T) {}
+//! sync(&rcu_rangemap::RangeMap::<u64, std::cell::Cell<u8>>::new());
+//! ```
+//!
+//! Nor can a guard on one move:
+//!
+//! ```compile_fail,E0277
+//! use rcu_rangemap::RangeMap;
+//! fn send<T: Send>(_: T) {}
+//! let map = RangeMap::<u64, std::cell::Cell<u8>>::new();
+//! map.write().try_insert(0..8, std::cell::Cell::new(1)).unwrap();
+//! send(map.get(3).unwrap());
+//! ```
+//!
+//! A writer session cannot move to another thread (its lock is this thread's):
+//!
+//! ```compile_fail,E0277
+//! use rcu_rangemap::RangeMap;
+//! fn send<T: Send>(_: T) {}
+//! let map = RangeMap::<u64, u64>::new();
+//! send(map.write());
+//! ```
+//!
+//! Nor can a map with its pin ([`Pinned`]):
+//!
+//! ```compile_fail,E0277
+//! use rcu_rangemap::RangeMap;
+//! fn send<T: Send>(_: T) {}
+//! let map = RangeMap::<u64, u64>::new();
+//! send(map.pin());
+//! ```
+//!
 //! # Values that must learn where they are cut
 //!
 //! Overwriting or removing part of an entry splits it. With `V: Clone`, [`Writer::insert`]
