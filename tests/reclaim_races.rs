@@ -51,10 +51,10 @@ fn trims_and_shrinks_while_batches_wait_in_the_collector() {
             let mut w = map.write();
             for j in 0..8 {
                 let k = ((r * 37 + j * 101) % n) * 4;
-                if model.contains_key(&k) {
+                if let Some(round) = model.get_mut(&k) {
                     drop(w.remove_entry(k + 1));
                     w.try_insert(k..k + 2, value(k, r)).unwrap();
-                    model.insert(k, r);
+                    *round = r;
                     // And back to its full width next time round (another new entry).
                     let (range, v) = w.remove_entry(k).unwrap();
                     assert_eq!(range, k..k + 2);
