@@ -76,11 +76,20 @@ mod delay {
     }
 }
 
-/// Ask the CPU to start loading the cache lines of the `bytes` bytes at `p`, for loads or
-/// stores soon after that would otherwise wait on them. A hint only: it never faults and
-/// changes no memory, so any address will do; a no-op off x86-64 and under Miri.
+/// The most bytes [`prefetch`] and [`prefetch_write`] ask for: 16 lines, as many as the
+/// largest node has (an internal node with `u128` keys; `tree::node` asserts it fits) and
+/// the entries of values up to ~1 KiB. The lines of a larger entry come in as its value is
+/// moved in; a prefetch per line of, say, a 1 MiB value (16,384 of them) would cost far
+/// more than the misses it could hide.
+pub(crate) const PREFETCH_MAX: usize = 1024;
+
+/// Ask the CPU to start loading the cache lines of the first `bytes` bytes at `p` (at most
+/// [`PREFETCH_MAX`]), for loads or stores soon after that would otherwise wait on them. A
+/// hint only: it never faults and changes no memory, so any address will do; a no-op off
+/// x86-64 and under Miri.
 #[inline]
 pub(crate) fn prefetch(p: *const u8, bytes: usize) {
+    let bytes = bytes.min(PREFETCH_MAX);
     let mut off = 0;
     while off < bytes {
         #[cfg(all(target_arch = "x86_64", not(miri)))]
@@ -106,6 +115,7 @@ pub(crate) fn prefetch(p: *const u8, bytes: usize) {
 pub(crate) fn prefetch_write(p: *const u8, bytes: usize) {
     #[cfg(all(target_arch = "x86_64", not(miri)))]
     if has_prefetchw() {
+        let bytes = bytes.min(PREFETCH_MAX);
         let mut off = 0;
         while off < bytes {
             // SAFETY: the CPU has PREFETCHW (checked above), and like every prefetch it

@@ -61,6 +61,8 @@ use crate::reclaim::{Blocks, Retired};
 pub(crate) const B: usize = 15;
 // `NodeRef::rank`'s binary search halves `B + 1`.
 const _: () = assert!((B + 1).is_power_of_two());
+// The slabs prefetch the whole block the next node allocation takes (`Slab::alloc`).
+const _: () = assert!(core::mem::size_of::<Internal<u128, ()>>() <= crate::sync::PREFETCH_MAX);
 /// A non-root node with fewer slots than this is merged with or refilled from a sibling.
 pub(crate) const MIN: usize = B / 4;
 
