@@ -1229,6 +1229,151 @@ mod tests {
         );
     }
 
+    /// Every node of the session's working tree, depth first: its level, its stale bits,
+    /// and each slot's bounds and (internal nodes) gap, stale or exact.
+    type Summaries<K> = Vec<(u8, u16, Vec<(K, K, Option<K>)>)>;
+    fn summaries<K: crate::Key, V>(w: &super::Writer<'_, K, V>) -> Summaries<K> {
+        let mut out = Vec::new();
+        let mut todo = vec![w.root()];
+        while let Some(n) = todo.pop() {
+            let slots = (0..n.len())
+                .map(|i| (n.lo(i), n.hi(i), (!n.is_leaf()).then(|| n.gap(i))))
+                .collect();
+            out.push((n.level(), n.stale(), slots));
+            if !n.is_leaf() {
+                todo.extend((0..n.len()).map(|i| n.child(i)));
+            }
+        }
+        out
+    }
+
+    /// A range put back through its hole leaves every node's bounds, gaps and stale bits as
+    /// they were before the removal (`CowTree::put_back`): exact gaps exact again, stale
+    /// ones stale, whether the path was copied by the removal or already the session's
+    /// (an earlier insert beside it left it stale), for both ways to take the entry out and
+    /// both ways to put it back, for every entry of the map (so first and last in their
+    /// leaves, where a fresh descent may pick the neighbouring leaf), and near `K::MAX`. A
+    /// one-op put-back then publishes nothing, even for a range at a leaf's edge.
+    fn put_backs_restore_every_summary<K: crate::Key>(
+        ranges: &[core::ops::Range<K>],
+        extra: impl Fn(usize) -> Option<core::ops::Range<K>>,
+        step: usize,
+        height: usize,
+    ) {
+        let map = RangeMap::<K, u32>::new();
+        {
+            let mut w = map.write();
+            for (v, r) in ranges.iter().enumerate() {
+                w.try_insert(r.clone(), v as u32).unwrap();
+            }
+        }
+        assert_eq!(map.height(), height);
+        let take = |w: &mut super::Writer<'_, K, u32>, r: &core::ops::Range<K>, way: u32| {
+            if way & 1 == 0 {
+                w.remove_entry(r.start).unwrap()
+            } else {
+                let mut gone = w.remove(r.clone()).into_vec();
+                assert_eq!(gone.len(), 1);
+                gone.remove(0)
+            }
+        };
+        let put = |w: &mut super::Writer<'_, K, u32>, r: &core::ops::Range<K>, v, way: u32| {
+            if way & 2 == 0 {
+                w.try_insert(r.clone(), v).unwrap();
+            } else {
+                assert!(w.insert(r.clone(), v).is_empty());
+            }
+            assert_eq!(w.get(r.start), Some((r.clone(), &v)));
+        };
+        let mut v = 1_000_000;
+        for (i, r) in ranges.iter().enumerate().step_by(step) {
+            for way in 0..4 {
+                v += 1;
+                // Alone in its session: the removal copies the path.
+                let root = map.root_for_writer();
+                let mut w = map.write();
+                let before = summaries(&w);
+                assert_eq!(take(&mut w, r, way).0, *r);
+                put(&mut w, r, v, way);
+                assert_eq!(summaries(&w), before, "entry {i} ({r:?}), way {way}");
+                w.commit();
+                assert_eq!(map.root_for_writer(), root, "entry {i} ({r:?}), way {way}");
+
+                // After an insert beside it (stale gaps on the path, maybe a split), and
+                // again on the path the first put-back left.
+                let mut w = map.write();
+                let x = extra(i);
+                if let Some(x) = &x {
+                    w.try_insert(x.clone(), 0).unwrap();
+                }
+                for _ in 0..2 {
+                    v += 1;
+                    let before = summaries(&w);
+                    assert_eq!(take(&mut w, r, way).0, *r);
+                    put(&mut w, r, v, way);
+                    assert_eq!(summaries(&w), before, "entry {i} ({r:?}), way {way}, {x:?}");
+                    if let Some(next) = ranges.get(i + 1) {
+                        // A neighbour too (maybe in the next leaf), then this one again.
+                        let before = summaries(&w);
+                        assert_eq!(take(&mut w, next, way ^ 1).0, *next);
+                        put(&mut w, next, v, way ^ 2);
+                        assert_eq!(summaries(&w), before, "entry {} after {i}", i + 1);
+                    }
+                }
+                if let Some(x) = x {
+                    drop(w.remove(x));
+                }
+                w.commit();
+                assert_eq!(map.check_published(), ranges.len());
+            }
+        }
+        let got: Vec<_> = map.iter().map(|g| g.range()).collect();
+        assert_eq!(got, ranges);
+    }
+
+    #[test]
+    fn put_backs_restore_every_summary_u64_near_max() {
+        let n: u64 = if cfg!(miri) { 40 } else { 400 };
+        let base = u64::MAX - 8 * n;
+        let ranges: Vec<_> = (0..n)
+            .map(|i| {
+                let lo = base + i * 8 + i % 3;
+                lo..if i == n - 1 {
+                    u64::MAX
+                } else {
+                    base + i * 8 + 5
+                }
+            })
+            .collect();
+        let extra = |i: usize| {
+            let at = base + i as u64 * 8 + 6;
+            (i as u64 + 1 < n).then_some(at..at + 1)
+        };
+        put_backs_restore_every_summary(&ranges, extra, 1, if cfg!(miri) { 2 } else { 3 });
+    }
+
+    #[test]
+    fn put_backs_restore_every_summary_u8() {
+        // Up to `u8::MAX`, the stale marker: no real gap reaches it.
+        let ranges: Vec<_> = (0..64u8)
+            .map(|i| i * 4 + i % 2..if i == 63 { u8::MAX } else { i * 4 + 3 })
+            .collect();
+        let extra = |i: usize| (i < 63).then(|| i as u8 * 4 + 3..i as u8 * 4 + 4);
+        put_backs_restore_every_summary(&ranges, extra, 1, 2);
+        // A root leaf, and one that the removal empties.
+        put_backs_restore_every_summary(&ranges[..5], extra, 1, 1);
+        put_backs_restore_every_summary(&ranges[63..], |_| None, 1, 1);
+    }
+
+    #[test]
+    fn put_backs_restore_every_summary_four_levels() {
+        let n: u16 = if cfg!(miri) { 40 } else { 4_000 };
+        let ranges: Vec<_> = (0..n).map(|i| i * 16 + i % 5..i * 16 + 9).collect();
+        let extra = |i: usize| Some(i as u16 * 16 + 11..i as u16 * 16 + 12 + (i as u16 % 3));
+        let (step, height) = if cfg!(miri) { (1, 2) } else { (37, 4) };
+        put_backs_restore_every_summary(&ranges, extra, step, height);
+    }
+
     /// Every commit publishes exact gap metadata (`CowTree::fix_gaps`): after sessions of
     /// up to 40 edits each (overwriting inserts, range removals, entry removals) the
     /// published tree passes the full structural check — no stale gap, every stored
