@@ -966,7 +966,7 @@ impl<K: fmt::Debug, V: fmt::Debug> fmt::Debug for DisplacedIter<K, V> {
 
 #[cfg(test)]
 mod tests {
-    use crate::RangeMap;
+    use crate::{InsertErrorKind, RangeMap};
 
     /// A session that removes a range and puts the same range back publishes nothing: the
     /// published root and the entry stay, the entry holds the new value, and the nodes the
@@ -1372,6 +1372,84 @@ mod tests {
         let extra = |i: usize| Some(i as u16 * 16 + 11..i as u16 * 16 + 12 + (i as u16 % 3));
         let (step, height) = if cfg!(miri) { (1, 2) } else { (37, 4) };
         put_backs_restore_every_summary(&ranges, extra, step, height);
+    }
+
+    /// Only exactly the removed range goes back through the hole: an insert of a range
+    /// that shares its start (shorter, longer, reaching into the next entry) or its end
+    /// takes the ordinary way, with its free check (`try_insert`'s `Occupied`) and its
+    /// trims (`insert`), and is stored with its own bounds.
+    #[test]
+    fn only_the_removed_range_takes_the_hole() {
+        use std::collections::BTreeMap;
+        let n = if cfg!(miri) { 40 } else { 300 };
+        let map = RangeMap::<u32, u32>::new();
+        let mut model = BTreeMap::<u32, (u32, u32)>::new();
+        {
+            let mut w = map.write();
+            for i in 0..n {
+                w.try_insert(i * 8..i * 8 + 5, i).unwrap();
+                model.insert(i * 8, (i * 8 + 5, i));
+            }
+        }
+        for i in 0..n {
+            let Some((&lo, &(hi, _))) = model.range(i * 8..).next() else {
+                break;
+            };
+            let next = model.range(hi..).next().map(|(&l, &(h, v))| (l, h, v));
+            let mut w = map.write();
+            let taken = if i % 2 == 0 {
+                w.remove_entry(lo).unwrap()
+            } else {
+                w.remove(lo..hi).into_vec().remove(0)
+            };
+            assert_eq!(taken.0, lo..hi);
+            model.remove(&lo);
+            let v = 10_000 + i;
+            match (i / 2) % 6 {
+                0 => {
+                    if let Some((nlo, nhi, _)) = next {
+                        let e = w.try_insert(lo..nlo + 1, v).unwrap_err();
+                        assert_eq!(e.kind(), &InsertErrorKind::Occupied { existing: nlo..nhi });
+                    }
+                    w.try_insert(lo..hi, v).unwrap();
+                    model.insert(lo, (hi, v));
+                }
+                1 => {
+                    w.try_insert(lo..hi - 1, v).unwrap();
+                    model.insert(lo, (hi - 1, v));
+                }
+                2 => {
+                    assert!(w.insert(lo..hi - 1, v).is_empty());
+                    model.insert(lo, (hi - 1, v));
+                }
+                3 => {
+                    assert!(w.insert(lo..hi + 1, v).is_empty());
+                    model.insert(lo, (hi + 1, v));
+                }
+                4 => {
+                    w.try_insert(lo + 1..hi, v).unwrap();
+                    model.insert(lo + 1, (hi, v));
+                }
+                _ => {
+                    let Some((nlo, nhi, nv)) = next else {
+                        continue;
+                    };
+                    let out = w.insert(lo..nlo + 1, v).into_vec();
+                    assert_eq!(out, [(nlo..nlo + 1, nv)]);
+                    model.remove(&nlo);
+                    model.insert(nlo + 1, (nhi, nv));
+                    model.insert(lo, (nlo + 1, v));
+                }
+            }
+            let want: Vec<_> = model.iter().map(|(&l, &(h, v))| (l..h, v)).collect();
+            let got: Vec<_> = w.overlapping(0..u32::MAX).map(|(r, v)| (r, *v)).collect();
+            assert_eq!(got, want, "entry {i}");
+            w.commit();
+            assert_eq!(map.check_published(), model.len());
+        }
+        let got: Vec<_> = map.iter().map(|g| (g.range(), *g)).collect();
+        let want: Vec<_> = model.iter().map(|(&l, &(h, v))| (l..h, v)).collect();
+        assert_eq!(got, want);
     }
 
     /// Every commit publishes exact gap metadata (`CowTree::fix_gaps`): after sessions of
