@@ -1396,6 +1396,7 @@ mod tests {
                 break;
             };
             let next = model.range(hi..).next().map(|(&l, &(h, v))| (l, h, v));
+            let prev = model.range(..lo).next_back().map(|(&l, &(h, _))| (l, h));
             let mut w = map.write();
             let taken = if i % 2 == 0 {
                 w.remove_entry(lo).unwrap()
@@ -1405,7 +1406,7 @@ mod tests {
             assert_eq!(taken.0, lo..hi);
             model.remove(&lo);
             let v = 10_000 + i;
-            match (i / 2) % 6 {
+            match (i / 2) % 7 {
                 0 => {
                     if let Some((nlo, nhi, _)) = next {
                         let e = w.try_insert(lo..nlo + 1, v).unwrap_err();
@@ -1427,7 +1428,15 @@ mod tests {
                     model.insert(lo, (hi + 1, v));
                 }
                 4 => {
+                    if let Some((plo, phi)) = prev {
+                        let e = w.try_insert(phi - 1..hi, v).unwrap_err();
+                        assert_eq!(e.kind(), &InsertErrorKind::Occupied { existing: plo..phi });
+                    }
                     w.try_insert(lo + 1..hi, v).unwrap();
+                    model.insert(lo + 1, (hi, v));
+                }
+                5 => {
+                    assert!(w.insert(lo + 1..hi, v).is_empty());
                     model.insert(lo + 1, (hi, v));
                 }
                 _ => {
