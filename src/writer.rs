@@ -1461,6 +1461,65 @@ mod tests {
         assert_eq!(got, want);
     }
 
+    /// What happens between a removal and its put-back without changing the tree leaves
+    /// the hole usable: `get_mut` and `overlapping_mut` (values only), and an `insert_with`
+    /// or `remove_with` whose split closure panics before the tree changes (caught, so the
+    /// session goes on). The put-back then restores every summary and the session
+    /// publishes nothing; the values changed in place are published with the kept entry.
+    /// A panic that unwinds through the writer commits the removal.
+    #[test]
+    fn the_hole_survives_what_changes_no_node() {
+        use std::panic::{catch_unwind, AssertUnwindSafe};
+        let n = if cfg!(miri) { 60 } else { 600 };
+        let map = RangeMap::<u64, u64>::new();
+        {
+            let mut w = map.write();
+            for i in 0..n {
+                w.try_insert(i * 4..i * 4 + 3, i).unwrap();
+            }
+        }
+        let boom = |_: &mut u64, _: core::ops::Range<u64>, _: u64| -> u64 { panic!("split") };
+        for i in (1..n - 1).step_by(7) {
+            let (a, b) = (i * 4, (i + 1) * 4);
+            let root = map.root_for_writer();
+            let mut w = map.write();
+            let before = summaries(&w);
+            let (r, v) = w.remove_entry(a + 1).unwrap();
+            *w.get_mut(b).unwrap().1 += 1_000;
+            for (_, v) in w.overlapping_mut(a - 4..b + 4) {
+                *v += 1_000;
+            }
+            let hit = catch_unwind(AssertUnwindSafe(|| {
+                drop(w.insert_with(b + 1..b + 2, 0, boom))
+            }));
+            assert!(hit.is_err());
+            let hit = catch_unwind(AssertUnwindSafe(|| drop(w.remove_with(a - 3..a - 2, boom))));
+            assert!(hit.is_err());
+            if i % 2 == 0 {
+                w.try_insert(r, v + 7).unwrap();
+            } else {
+                assert!(w.insert(r, v + 7).is_empty());
+            }
+            assert_eq!(summaries(&w), before, "entry {i}");
+            w.commit();
+            assert_eq!(map.root_for_writer(), root, "entry {i}");
+            assert_eq!(*map.get(a).unwrap(), i + 7);
+            assert_eq!(*map.get(b).unwrap(), i + 1 + 2_000);
+            assert_eq!(*map.get(a - 4).unwrap(), i - 1 + 1_000);
+        }
+        assert_eq!(map.check_published(), n as usize);
+        // Unwinding through the writer: its drop commits the removal, not a put-back.
+        let hit = catch_unwind(AssertUnwindSafe(|| {
+            let mut w = map.write();
+            w.remove_entry(9).unwrap();
+            drop(w.insert_with(12..13, 0, boom));
+        }));
+        assert!(hit.is_err());
+        assert!(map.get(9).is_none());
+        assert_eq!(*map.get(12).unwrap(), 3);
+        assert_eq!(map.check_published(), n as usize - 1);
+    }
+
     /// Every commit publishes exact gap metadata (`CowTree::fix_gaps`): after sessions of
     /// up to 40 edits each (overwriting inserts, range removals, entry removals) the
     /// published tree passes the full structural check — no stale gap, every stored
