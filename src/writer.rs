@@ -1349,7 +1349,8 @@ mod tests {
             let at = base + i as u64 * 8 + 6;
             (i as u64 + 1 < n).then_some(at..at + 1)
         };
-        put_backs_restore_every_summary(&ranges, extra, 1, if cfg!(miri) { 2 } else { 3 });
+        let (step, height) = if cfg!(miri) { (7, 2) } else { (1, 3) };
+        put_backs_restore_every_summary(&ranges, extra, step, height);
     }
 
     #[test]
@@ -1359,7 +1360,8 @@ mod tests {
             .map(|i| i * 4 + i % 2..if i == 63 { u8::MAX } else { i * 4 + 3 })
             .collect();
         let extra = |i: usize| (i < 63).then(|| i as u8 * 4 + 3..i as u8 * 4 + 4);
-        put_backs_restore_every_summary(&ranges, extra, 1, 2);
+        let step = if cfg!(miri) { 9 } else { 1 };
+        put_backs_restore_every_summary(&ranges, extra, step, 2);
         // A root leaf, and one that the removal empties.
         put_backs_restore_every_summary(&ranges[..5], extra, 1, 1);
         put_backs_restore_every_summary(&ranges[63..], |_| None, 1, 1);
@@ -1370,7 +1372,7 @@ mod tests {
         let n: u16 = if cfg!(miri) { 40 } else { 4_000 };
         let ranges: Vec<_> = (0..n).map(|i| i * 16 + i % 5..i * 16 + 9).collect();
         let extra = |i: usize| Some(i as u16 * 16 + 11..i as u16 * 16 + 12 + (i as u16 % 3));
-        let (step, height) = if cfg!(miri) { (1, 2) } else { (37, 4) };
+        let (step, height) = if cfg!(miri) { (9, 2) } else { (37, 4) };
         put_backs_restore_every_summary(&ranges, extra, step, height);
     }
 
