@@ -1293,11 +1293,20 @@ mod tests {
                 let root = map.root_for_writer();
                 let mut w = map.write();
                 let before = summaries(&w);
-                assert_eq!(take(&mut w, r, way).0, *r);
-                put(&mut w, r, v, way);
+                if way == 3 && i % 2 == 0 {
+                    // One overwriting insert of exactly the range: removal and put-back in
+                    // one call.
+                    let old = w.insert(r.clone(), v).into_vec();
+                    assert_eq!(old.len(), 1);
+                    assert_eq!(old[0].0, *r);
+                } else {
+                    assert_eq!(take(&mut w, r, way).0, *r);
+                    put(&mut w, r, v, way);
+                }
                 assert_eq!(summaries(&w), before, "entry {i} ({r:?}), way {way}");
                 w.commit();
                 assert_eq!(map.root_for_writer(), root, "entry {i} ({r:?}), way {way}");
+                assert_eq!(*map.get(r.start).unwrap(), v);
 
                 // After an insert beside it (stale gaps on the path, maybe a split), and
                 // again on the path the first put-back left.
