@@ -1519,6 +1519,39 @@ mod tests {
             assert_eq!(*map.get(a - 4).unwrap(), i - 1 + 1_000);
         }
         assert_eq!(map.check_published(), n as usize);
+        // An edit between removal and put-back forgets the hole: an insert just before the
+        // range shifts its old slot, one just after it does not.
+        for i in (1..n - 1).step_by(7) {
+            let a = i * 4..i * 4 + 3;
+            let mut w = map.write();
+            let (r, v) = w.remove_entry(a.start).unwrap();
+            let x = if i % 2 == 0 { a.start - 1 } else { a.end };
+            w.try_insert(x..x + 1, 0).unwrap();
+            w.try_insert(r, v).unwrap();
+            let got: Vec<_> = w
+                .overlapping(a.start - 4..a.end + 4)
+                .map(|(r, _)| r)
+                .collect();
+            let want = if i % 2 == 0 {
+                [
+                    a.start - 4..a.start - 1,
+                    x..x + 1,
+                    a.clone(),
+                    a.end + 1..a.end + 4,
+                ]
+            } else {
+                [
+                    a.start - 4..a.start - 1,
+                    a.clone(),
+                    x..x + 1,
+                    a.end + 1..a.end + 4,
+                ]
+            };
+            assert_eq!(got, want, "entry {i}");
+            w.commit();
+            assert_eq!(map.check_published(), n as usize + 1);
+            assert_eq!(map.write().remove(x..x + 1).len(), 1);
+        }
         // Unwinding through the writer: its drop commits the removal, not a put-back.
         let hit = catch_unwind(AssertUnwindSafe(|| {
             let mut w = map.write();
