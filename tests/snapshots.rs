@@ -39,6 +39,8 @@
 //! Relaxed atomic here is a statistic, a hint (`Log::cursors`), an id source or the stop
 //! flag, none of which hands data over (the states go through the log's lock).
 
+mod common;
+use common::{small, Rng};
 use rcu_rangemap::{Fit, Key, RangeMap, TryGetError};
 use std::collections::VecDeque;
 use std::hint::black_box;
@@ -46,28 +48,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::*};
 use std::sync::{Arc, Barrier, RwLock};
 use std::thread;
 use std::time::{Duration, Instant};
-
-fn small() -> bool {
-    cfg!(miri) || std::env::var_os("RCU_RANGEMAP_SMALL").is_some()
-}
-
-/// SplitMix64.
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-    fn chance(&mut self, one_in: u64) -> bool {
-        self.below(one_in) == 0
-    }
-}
 
 /// A value the writer may change in two steps (`get_mut`): `check` is always `!id` when
 /// read under a guard.

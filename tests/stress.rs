@@ -30,6 +30,8 @@
 //! waiting to write-lock, is a deadlock by design (as with any pair of locks taken in
 //! opposite orders).
 
+mod common;
+use common::{small, Rng};
 use rcu_rangemap::{EpochPin, Fit, RangeMap, TryGetError};
 use std::hint::black_box;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering::*};
@@ -39,10 +41,6 @@ use std::time::{Duration, Instant};
 
 // ---------------------------------------------------------------------------------------
 // Helpers
-
-fn small() -> bool {
-    cfg!(miri) || std::env::var_os("RCU_RANGEMAP_SMALL").is_some()
-}
 
 /// Iteration count: `n` normally, much smaller when asked to be quick.
 fn iters(n: u64) -> u64 {
@@ -87,24 +85,6 @@ fn tick(turns: &mut u64, progress: &AtomicU64) {
     *turns += 1;
     if *turns >= 2 && turns.is_power_of_two() {
         progress.fetch_add(1, Relaxed);
-    }
-}
-
-/// SplitMix64: a tiny deterministic generator (seeded per thread).
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-    fn chance(&mut self, one_in: u64) -> bool {
-        self.below(one_in) == 0
     }
 }
 

@@ -1,0 +1,31 @@
+//! Helpers shared by the multi-thread test binaries (`stress`, `snapshots`): each includes
+//! this file as `mod common;`, so an item one of them does not use is allowed to go unused.
+#![allow(dead_code)]
+
+/// Whether to run short: under Miri, or when `RCU_RANGEMAP_SMALL` is set.
+pub fn small() -> bool {
+    cfg!(miri) || std::env::var_os("RCU_RANGEMAP_SMALL").is_some()
+}
+
+/// SplitMix64: a tiny deterministic generator (seeded per thread).
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform enough in `0..n` for tests (`n > 0`).
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+
+    /// True once in `one_in` on average.
+    pub fn chance(&mut self, one_in: u64) -> bool {
+        self.below(one_in) == 0
+    }
+}
