@@ -82,8 +82,9 @@ pub enum Fit {
 /// stays; [`shrink_to_fit`](Self::shrink_to_fit) moves them all, and gives back every free
 /// chunk at once. Everything is freed with the map.
 ///
-/// An entry holds its value and 16 bytes of lock state, and may take at most 512 MiB: a
-/// larger `V` fails to compile (box it). For example:
+/// An entry holds its value and 16 bytes of lock state, and may take at most 512 MiB (256
+/// MiB on 32-bit targets, where the largest power-of-two allocation is 1 GiB and a
+/// map's chunk holds four entries): a larger `V` fails to compile (box it). For example:
 ///
 /// ```compile_fail,E0080
 /// let map = rcu_rangemap::RangeMap::<u64, [u8; 1 << 29]>::new();
@@ -203,11 +204,12 @@ impl<K: Key, V> RangeMap<K, V> {
         }
     }
 
-    /// Whether an entry of `V` fits a slab block ([`slab::MAX_BLOCK`]); fails to evaluate
-    /// (a compile-time error where `new` is used) if not.
+    /// Whether an entry of `V` fits a slab block ([`slab::MAX_BLOCK`]: 512 MiB, 256 MiB on
+    /// 32-bit targets); fails to evaluate (a compile-time error where `new` is used) if not.
     const ENTRY_FITS: () = assert!(
         core::mem::size_of::<Entry<K, V>>() <= slab::MAX_BLOCK,
-        "rcu_rangemap: an entry of this value type would take over 512 MiB; box the value"
+        "rcu_rangemap: an entry of this value type would take over 512 MiB (256 MiB on \
+         32-bit targets); box the value"
     );
 
     /// Where the writer sessions' [`Scratch`] lives. Dereferencing it is for the session

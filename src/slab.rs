@@ -46,10 +46,23 @@ const CHUNK: usize = 1 << 16;
 /// Bytes of the first chunk, unless a block needs more (then the next power of two that
 /// holds four); each next one is twice the last, up to the full size.
 const FIRST_CHUNK: usize = 1 << 12;
-/// The largest block a slab takes: four make the largest chunk whose offsets fit 32 bits
-/// (chunks are powers of two, so 2 GiB). `RangeMap::new` checks its entry size against it
-/// at compile time.
-pub(crate) const MAX_BLOCK: usize = 1 << 29;
+/// Bytes of the largest chunk a slab allocates: the largest power of two that is both a
+/// valid [`Layout`] size (at most `isize::MAX` bytes: 1 GiB on 32-bit targets) and fits
+/// 32 bits, as the reciprocal division of block offsets needs (`Slab::recip`: 2 GiB). So
+/// 2 GiB on 64-bit targets and 1 GiB on 32-bit ones.
+const MAX_CHUNK: usize = {
+    let layout_max = isize::MAX as usize / 2 + 1;
+    let offset_max = 1 << 31;
+    if layout_max < offset_max {
+        layout_max
+    } else {
+        offset_max
+    }
+};
+/// The largest block a slab takes: four of them fill the largest chunk ([`MAX_CHUNK`]), so
+/// 512 MiB on 64-bit targets and 256 MiB on 32-bit ones. `RangeMap::new` checks its entry
+/// size against it at compile time.
+pub(crate) const MAX_BLOCK: usize = MAX_CHUNK / 4;
 /// Most blocks the hot stack holds; beyond it they go into the bitmap, where a trim can
 /// find the chunks they free (a shrinking map's memory is not held on the stack).
 const HOT_CAP: usize = 1 << 15;
@@ -87,7 +100,8 @@ fn bit(i: usize) -> (usize, u64) {
 pub(crate) struct Slab {
     /// The block layout: its size is a multiple of its alignment.
     layout: Layout,
-    /// Bytes of a full-sized chunk (a power of two, and its alignment).
+    /// Bytes of a full-sized chunk (a power of two, and its alignment; at most
+    /// [`MAX_CHUNK`], which makes [`Slab::chunk_layout`] valid for every chunk).
     chunk: usize,
     /// Bytes of chunk 0; chunk `c` has `first_chunk << c`, up to `chunk`.
     first_chunk: usize,
@@ -95,7 +109,10 @@ pub(crate) struct Slab {
     /// spans two chunks), for chunks of every size.
     shift: u32,
     /// `ceil(2^32 / size)`: `offset * recip >> 32` is `offset / size` for the offsets of
-    /// blocks (multiples of `size` below 2^32), without a division.
+    /// blocks (multiples of `size` below `chunk`, at most [`MAX_CHUNK`] = 2^31), without a
+    /// division. (With `offset = k * size` and `e = size * recip - 2^32 < size`, the
+    /// product is `k * 2^32 + k * e`, and `k * e < chunk <= 2^32`; the product itself is
+    /// below 2^63, in `u64` on every target.)
     recip: u64,
     chunks: Vec<Chunk>,
     /// Open addressing by chunk address (`base / first_chunk`, modulo the length, a power
@@ -122,16 +139,20 @@ impl Slab {
     pub(crate) fn new(layout: Layout) -> Self {
         let layout = layout.pad_to_align();
         let size = layout.size().max(1);
+        // Before any arithmetic on it: `4 * size` and the doublings below stay within
+        // `MAX_CHUNK`, so they cannot overflow a 32-bit `usize` (a block that large takes
+        // a map's compile-time check to fail first: `MAX_BLOCK`).
+        assert!(
+            size <= MAX_BLOCK,
+            "rcu-rangemap bug: a block of {size} bytes is too large for a slab"
+        );
         let mut chunk = CHUNK.max(layout.align());
         while 4 * size > chunk {
             chunk *= 2;
         }
-        // Offsets must fit the reciprocal's 32 bits: a chunk past 4 GiB would need a block
-        // of 1 GiB.
-        assert!(
-            chunk <= u32::MAX as usize,
-            "block layout too large for a slab"
-        );
+        // A power of two below `4 * size <= 4 * MAX_BLOCK = MAX_CHUNK` doubled: at most
+        // `MAX_CHUNK` (and an alignment is at most 2^29, below it on every target).
+        debug_assert!(chunk <= MAX_CHUNK);
         let per_chunk = chunk / size; // in a full-sized chunk, the most of any
         let first_chunk = FIRST_CHUNK
             .max(layout.align())
@@ -281,9 +302,16 @@ impl Slab {
         // The block lies in a live chunk of ours (caller contract).
         let (c, base) = self.locate(addr);
         let offset = addr - base;
+        self.set_free((c << self.shift) | self.index_at(offset));
+    }
+
+    /// The index in its chunk of the block at `offset` from the chunk's base (a multiple of
+    /// the block size below `chunk`): `offset / size`, by the reciprocal (see `recip`).
+    #[inline]
+    fn index_at(&self, offset: usize) -> usize {
         debug_assert_eq!(offset % self.layout.size(), 0);
-        let k = ((offset as u64 * self.recip) >> 32) as usize;
-        self.set_free((c << self.shift) | k);
+        debug_assert!(offset < self.chunk);
+        ((offset as u64 * self.recip) >> 32) as usize
     }
 
     /// The index and base of the live chunk holding `addr`: rounded down to each chunk
@@ -424,7 +452,7 @@ impl Slab {
     /// The allocation layout of chunk `c`: its size, aligned to itself.
     fn chunk_layout(&self, c: usize) -> Layout {
         let size = self.chunk_size(c);
-        Layout::from_size_align(size, size).expect("a power of two")
+        Layout::from_size_align(size, size).expect("a power of two, at most MAX_CHUNK")
     }
 
     /// Give back to the allocator every chunk whose blocks are all free (the hot stack's
@@ -772,6 +800,53 @@ mod tests {
         // The put past the cap moved the stack into the bitmap, and itself.
         assert!(s.hot.is_empty());
         assert_eq!(s.counts().1, 0);
+    }
+
+    /// The largest block a map may ask for (`MAX_BLOCK`, at the smallest and the largest
+    /// alignment) and the sizes just below it get chunks of at most `MAX_CHUNK`, whose
+    /// layouts are valid on this target (on a 32-bit one, a 512-MiB limit gave 2-GiB
+    /// chunks, over `isize::MAX`: `chunk_layout` panicked), and blocks whose index the
+    /// reciprocal computes exactly. Nothing is allocated: `Slab::new` takes no memory, and
+    /// a chunk this large would not fit Miri.
+    #[test]
+    fn the_largest_blocks_get_valid_chunk_layouts() {
+        assert_eq!(MAX_CHUNK, 4 * MAX_BLOCK);
+        assert!(MAX_CHUNK.is_power_of_two() && MAX_CHUNK <= 1 << 31);
+        assert!(Layout::from_size_align(MAX_CHUNK, MAX_CHUNK).is_ok());
+        // Rust's largest alignment is 2^29 (a `repr(align)` limit), below every MAX_BLOCK.
+        let aligns = [1, 8, 4096, (1 << 29).min(MAX_BLOCK)];
+        let sizes = [
+            MAX_BLOCK,
+            MAX_BLOCK - 8,
+            MAX_BLOCK / 4 * 3,
+            MAX_BLOCK / 2 + 8,
+        ];
+        for (size, align) in sizes.into_iter().flat_map(|s| aligns.map(|a| (s, a))) {
+            let layout = Layout::from_size_align(size, align).unwrap();
+            let s = Slab::new(layout);
+            let size = s.layout().size();
+            assert!(s.chunk <= MAX_CHUNK && s.per_chunk(0) >= 4, "{layout:?}");
+            for c in 0..4 {
+                let l = s.chunk_layout(c);
+                assert_eq!((l.size(), l.align()), (s.chunk_size(c), s.chunk_size(c)));
+                for k in 0..s.per_chunk(c) {
+                    assert_eq!(s.index_at(k * size), k, "{layout:?}, block {k}");
+                }
+            }
+        }
+    }
+
+    /// The reciprocal division at sizes of every kind, over whole full-sized chunks.
+    #[test]
+    fn block_indexes_by_reciprocal_are_exact() {
+        for size in [1, 3, 7, 24, 40, 384, 4112, 40_000, 65_535, (3 << 20) + 8] {
+            let s = Slab::new(Layout::from_size_align(size, 1).unwrap());
+            let per_chunk = s.chunk / s.layout().size();
+            let step = if cfg!(miri) { per_chunk / 64 + 1 } else { 1 };
+            for k in (0..per_chunk).step_by(step).chain([per_chunk - 1]) {
+                assert_eq!(s.index_at(k * size), k, "size {size}, block {k}");
+            }
+        }
     }
 
     #[test]
