@@ -138,7 +138,9 @@ impl Slab {
     /// An empty slab for blocks of `layout` (allocates nothing).
     pub(crate) fn new(layout: Layout) -> Self {
         let layout = layout.pad_to_align();
-        let size = layout.size().max(1);
+        // A zero-sized layout takes a block of its alignment, not of one byte: blocks lie
+        // at multiples of the size, and must be aligned.
+        let size = layout.size().max(layout.align());
         // Before any arithmetic on it: `4 * size` and the doublings below stay within
         // `MAX_CHUNK`, so they cannot overflow a 32-bit `usize` (a block that large takes
         // a map's compile-time check to fail first: `MAX_BLOCK`).
@@ -857,6 +859,21 @@ mod tests {
         give(&mut s, blocks);
         let tiny = Slab::new(Layout::new::<u8>());
         assert_eq!(tiny.layout().size(), 1);
+    }
+
+    /// A zero-sized layout with an alignment gets blocks that are aligned and distinct.
+    #[test]
+    fn zero_sized_blocks_keep_their_alignment() {
+        for layout in [Layout::new::<()>(), Layout::new::<[u64; 0]>()] {
+            let layout = layout.align_to(64).unwrap();
+            let mut s = Slab::new(layout);
+            let blocks = take(&mut s, 3);
+            for b in &blocks {
+                assert_eq!(b.as_ptr() as usize % 64, 0, "misaligned");
+            }
+            assert!(blocks[0] != blocks[1] && blocks[1] != blocks[2]);
+            give(&mut s, blocks);
+        }
     }
 
     /// Random takes, puts (hot and packing), cools and trims (periodic and `all`) for odd
