@@ -235,10 +235,20 @@ impl<K: Key, V> RangeMap<K, V> {
 
     /// Assert every structural invariant of the published tree (`tree::check`); returns
     /// its number of entries. Tests only.
-    #[cfg(test)]
+    #[cfg(any(test, fuzzing))]
     pub(crate) fn check_published(&self) -> usize {
         let pin = reclaim::pin();
         crate::tree::check::check_tree(self.root(&pin))
+    }
+
+    /// [`check_published`](Self::check_published) for the fuzz targets: panics if the
+    /// published tree breaks a structural invariant (order, bounds, node fill, exact gap
+    /// metadata); returns its number of entries. Only with `--cfg fuzzing` (which
+    /// cargo-fuzz sets); not part of the API.
+    #[cfg(fuzzing)]
+    #[doc(hidden)]
+    pub fn fuzz_check_structure(&self) -> usize {
+        self.check_published()
     }
 
     /// Blocks handed out and chunks allocated in each of the map's slabs (leaves, internal

@@ -1,10 +1,16 @@
 //! Structural invariant checks and a randomized test of the copy-on-write tree alone.
-//! Test-only: it walks a tree and asserts every invariant `node.rs` states.
+//! Test-only: it walks a tree and asserts every invariant `node.rs` states. Also built for
+//! the fuzz targets (`--cfg fuzzing`, see `RangeMap::fuzz_check_structure`).
 
+#[cfg(test)]
 use core::ptr::NonNull;
 
+#[cfg(test)]
 use super::cow::CowTree;
-use super::node::{NodeMut, NodeRef, MIN};
+#[cfg(test)]
+use super::node::NodeMut;
+use super::node::{NodeRef, MIN};
+#[cfg(test)]
 use super::search::lookup;
 use crate::key::Key;
 

@@ -5,7 +5,7 @@
 //! entry pointers — to the tree an entry is an opaque pointer with bounds beside it.
 
 pub(crate) mod bulk;
-#[cfg(test)]
+#[cfg(any(test, fuzzing))]
 pub(crate) mod check;
 pub(crate) mod cow;
 pub(crate) mod gap;

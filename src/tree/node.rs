@@ -338,7 +338,7 @@ impl<'a, K: Key, E> NodeRef<'a, K, E> {
     }
 
     /// Whether every key past `len` is `K::MAX` (invariant of [`Node`]), for the checks.
-    #[cfg(test)]
+    #[cfg(any(test, fuzzing))]
     pub(crate) fn padding_is_max(self) -> bool {
         // SAFETY: as in `len`.
         let lo = unsafe { &(*self.raw()).lo };
