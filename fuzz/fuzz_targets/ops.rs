@@ -11,7 +11,8 @@
 //! session, except that entries the session has locked answer `Locked` to `try_get`
 //! (`get` and iterators are only asked about entries the session has not locked, since
 //! they would wait for the commit of this very thread's session). After each session:
-//! the writer's full view before the commit, and the published view in full after it.
+//! the writer's full view before the commit, and the published view in full after it,
+//! with the published tree's structure (`RangeMap::fuzz_check_structure`).
 //! At the end every value created has been dropped exactly once (live count 0); after a
 //! leaked session, none twice (each value's own serial, see `Counted`).
 
@@ -649,6 +650,8 @@ fn check_published_full<K: FKey>(map: &RangeMap<K, V>, view: &View<'_>) {
     let m = view.model;
     assert_eq!(map.len(), m.len(), "len");
     assert_eq!(map.is_empty(), m.is_empty(), "is_empty");
+    // Order, bounds, node fill and exact gaps, beside the answers checked below.
+    assert_eq!(map.fuzz_check_structure(), m.len(), "structure");
     let gaps: Vec<_> = map.gaps(K::ZERO..K::MAX).map(|r| wide(&r)).collect();
     assert_eq!(gaps, m.gaps(0, m.max), "gaps(0..MAX)");
     check_overlapping(map, view, K::ZERO..K::MAX, 0, true);

@@ -230,6 +230,8 @@ fn run(input: &Input) {
         } else {
             drop(w);
         }
+        // The published tree's structure (order, bounds, node fill, exact gaps).
+        map.fuzz_check_structure();
         // The published view, every key; and the entries tile what is mapped.
         for k in 0..=u8::MAX {
             let got = map.get(k).map(|g| mapping_of(g.0, &g.range(), k));
