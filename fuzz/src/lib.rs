@@ -109,6 +109,10 @@ pub struct Model<T> {
 /// One expected call of a split closure: the entry's range, the cut, the value passed.
 pub type SplitCall<T> = (Range<u128>, u128, T);
 
+/// What [`Model::remove`] gives back: the displaced pieces in key order, and the split
+/// calls made, in order.
+pub type Removed<T> = (Vec<(Range<u128>, T)>, Vec<SplitCall<T>>);
+
 impl<T: Clone + PartialEq + std::fmt::Debug> Model<T> {
     /// An empty model for keys up to `max`.
     pub fn new(max: u128) -> Self {
@@ -187,7 +191,7 @@ impl<T: Clone + PartialEq + std::fmt::Debug> Model<T> {
         s: u128,
         e: u128,
         split: &mut dyn FnMut(&T, Range<u128>, u128) -> T,
-    ) -> (Vec<(Range<u128>, T)>, Vec<SplitCall<T>>) {
+    ) -> Removed<T> {
         let mut out = Vec::new();
         let mut calls = Vec::new();
         for (r, v) in self.overlapping(s, e) {
@@ -292,7 +296,7 @@ impl<T: Clone + PartialEq + std::fmt::Debug> Model<T> {
             covered[i + 1] += covered[i];
         }
         let ok = |st: u128| -> bool {
-            st % align == 0
+            st.is_multiple_of(align)
                 && st >= w0
                 && st + size <= w1
                 && st + size <= self.max
