@@ -32,7 +32,7 @@ use std::panic::{catch_unwind, panic_any, AssertUnwindSafe};
 use std::sync::Once;
 
 use arbitrary::Arbitrary;
-use fuzz_support::{decode_align, key, kmax, live, wide, Counted, FKey, Model, SplitCall};
+use fuzz_support::{decode_align, key, kmax, live, overwrite, wide, Counted, FKey, Model, Val};
 use libfuzzer_sys::fuzz_target;
 use rcu_rangemap::{Fit, InsertErrorKind, RangeMap, Writer};
 
@@ -178,25 +178,7 @@ enum Mid {
     Top { len: u8 },
 }
 
-/// The value: an id (per insert) and an offset that `_with` splits move like a file offset.
-#[derive(Clone, Copy, Debug, PartialEq)]
-struct Val {
-    id: u32,
-    off: u64,
-}
-
 type V = Counted<Val>;
-
-fn clone_split(v: &Val, _whole: Range<u128>, _at: u128) -> Val {
-    *v
-}
-
-fn offset_split(v: &Val, whole: Range<u128>, at: u128) -> Val {
-    Val {
-        id: v.id,
-        off: v.off + (at - whole.start) as u64,
-    }
-}
 
 /// The payload of the split closures' deliberate panics.
 struct Boom;
@@ -572,7 +554,7 @@ impl<K: FKey> Run<K> {
     }
 
     /// `insert`/`insert_with` (with `value`) or `remove`/`remove_with` (without) of `r`,
-    /// checked against the model: displaced pieces and split calls.
+    /// checked against the model ([`fuzz_support::overwrite`]).
     fn overwrite(
         &mut self,
         w: &mut Writer<'_, K, V>,
@@ -580,36 +562,7 @@ impl<K: FKey> Run<K> {
         r: Range<u128>,
         with: bool,
     ) {
-        let (s, e) = (key::<K>(r.start), key::<K>(r.end));
-        let mut calls: Vec<SplitCall<Val>> = Vec::new();
-        let split = |v: &mut V, whole: Range<K>, at: K| -> V {
-            let whole = wide(&whole);
-            let at = at.to_u128();
-            calls.push((whole.clone(), at, v.0));
-            Counted::new(offset_split(&v.0, whole, at))
-        };
-        let got: Vec<(Range<u128>, Val)> = match (value, with) {
-            (Some(v), false) => w.insert(s..e, Counted::new(v)),
-            (Some(v), true) => w.insert_with(s..e, Counted::new(v), split),
-            (None, false) => w.remove(s..e),
-            (None, true) => w.remove_with(s..e, split),
-        }
-        .into_iter()
-        .map(|(r, v)| (wide(&r), v.0))
-        .collect();
-        let (want, want_calls) = if with {
-            self.model.remove(r.start, r.end, &mut offset_split)
-        } else {
-            self.model.remove(r.start, r.end, &mut clone_split)
-        };
-        let what = if value.is_some() { "insert" } else { "remove" };
-        assert_eq!(got, want, "{what}(with={with}) of {r:?}: displaced pieces");
-        if with {
-            assert_eq!(calls, want_calls, "{what}_with of {r:?}: split calls");
-        }
-        if let Some(v) = value {
-            self.model.insert_free(r, v);
-        }
+        overwrite(&mut self.model, w, value, r, with);
         // A removal of whole entries only (the last one's hole) keeps `fresh` as the
         // caller sets it; anything else forgets the hole.
         self.fresh = false;

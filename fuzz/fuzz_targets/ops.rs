@@ -22,8 +22,8 @@ use std::ops::Range;
 
 use arbitrary::Arbitrary;
 use fuzz_support::{
-    decode_align, drive_double_ended, forget_live, key, kmax, live, narrow, wide, Counted, FKey,
-    Model, SplitCall,
+    clone_split, decode_align, drive_double_ended, forget_live, key, kmax, live, narrow, overwrite,
+    wide, Counted, FKey, Model, Val,
 };
 use libfuzzer_sys::fuzz_target;
 use rcu_rangemap::{Fit, InsertErrorKind, RangeMap, TryGetError, Writer};
@@ -138,25 +138,7 @@ enum Query {
     Len,
 }
 
-/// The value: an id (per insert) and an offset that `_with` splits move like a file offset.
-#[derive(Clone, Copy, Debug, PartialEq)]
-struct Val {
-    id: u32,
-    off: u64,
-}
-
 type V = Counted<Val>;
-
-fn clone_split(v: &Val, _whole: Range<u128>, _at: u128) -> Val {
-    *v
-}
-
-fn offset_split(v: &Val, whole: Range<u128>, at: u128) -> Val {
-    Val {
-        id: v.id,
-        off: v.off + (at - whole.start) as u64,
-    }
-}
 
 struct Run<K: FKey> {
     model: Model<Val>,
@@ -461,7 +443,9 @@ impl<K: FKey> Run<K> {
         }
     }
 
-    /// `insert`/`insert_with` (with `value`) or `remove`/`remove_with` (without) of `s..e`.
+    /// `insert`/`insert_with` (with `value`) or `remove`/`remove_with` (without) of `s..e`,
+    /// checked against the model ([`fuzz_support::overwrite`]); the entries it touched are
+    /// locked until the commit.
     fn overwrite(
         &mut self,
         w: &mut Writer<'_, K, V>,
@@ -471,45 +455,11 @@ impl<K: FKey> Run<K> {
         e: K,
         with: bool,
     ) {
-        let (s128, e128) = (s.to_u128(), e.to_u128());
-        let mut calls: Vec<SplitCall<Val>> = Vec::new();
-        let split = |v: &mut V, whole: Range<K>, at: K| -> V {
-            let whole = wide(&whole);
-            let at = at.to_u128();
-            calls.push((whole.clone(), at, v.0));
-            Counted::new(offset_split(&v.0, whole, at))
-        };
-        let got: Vec<(Range<u128>, Val)> = match (value, with) {
-            (Some(v), false) => w.insert(s..e, Counted::new(v)),
-            (Some(v), true) => w.insert_with(s..e, Counted::new(v), split),
-            (None, false) => w.remove(s..e),
-            (None, true) => w.remove_with(s..e, split),
-        }
-        .into_iter()
-        .map(|(r, v)| (wide(&r), v.0))
-        .collect();
-        for (r, _) in self.model.overlapping(s128, e128) {
+        let r = s.to_u128()..e.to_u128();
+        for (r, _) in self.model.overlapping(r.start, r.end) {
             locked.push(r);
         }
-        let (want, want_calls) = if with {
-            self.model.remove(s128, e128, &mut offset_split)
-        } else {
-            self.model.remove(s128, e128, &mut clone_split)
-        };
-        let what = if value.is_some() { "insert" } else { "remove" };
-        assert_eq!(
-            got, want,
-            "{what}(with={with}) of {s:?}..{e:?}: displaced pieces"
-        );
-        if with {
-            assert_eq!(
-                calls, want_calls,
-                "{what}_with of {s:?}..{e:?}: split calls"
-            );
-        }
-        if let Some(v) = value {
-            self.model.insert_free(s128..e128, v);
-        }
+        overwrite(&mut self.model, w, value, r, with);
     }
 }
 

@@ -10,7 +10,7 @@ use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, HashSet};
 use std::ops::Range;
 
-use rcu_rangemap::Key;
+use rcu_rangemap::{Key, Writer};
 
 // ---------------------------------------------------------------------------------------
 // Keys
@@ -441,4 +441,71 @@ pub fn drive_double_ended<I, E, W>(
         it.next_back().is_none(),
         "{what}: next_back after the end yielded"
     );
+}
+
+// ---------------------------------------------------------------------------------------
+// Values with an offset, and the check of an overwriting insert or a removal
+
+/// The value `ops` and `holes` store: an id (per insert) and an offset that `_with` splits
+/// move like a file offset.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Val {
+    pub id: u32,
+    pub off: u64,
+}
+
+/// The split `insert` and `remove` make (they clone the value), for [`Model::remove`].
+pub fn clone_split(v: &Val, _whole: Range<u128>, _at: u128) -> Val {
+    *v
+}
+
+/// The split the targets' `_with` closures make: the piece from `at` on gets the offset
+/// moved by `at - whole.start`.
+pub fn offset_split(v: &Val, whole: Range<u128>, at: u128) -> Val {
+    Val {
+        id: v.id,
+        off: v.off + (at - whole.start) as u64,
+    }
+}
+
+/// `insert`/`insert_with` (with `value`) or `remove`/`remove_with` (without) of `r` in the
+/// session `w`, checked against `model` (the pieces displaced, in order, and the split
+/// calls, in order); then `model` does the same.
+pub fn overwrite<K: FKey>(
+    model: &mut Model<Val>,
+    w: &mut Writer<'_, K, Counted<Val>>,
+    value: Option<Val>,
+    r: Range<u128>,
+    with: bool,
+) {
+    let (s, e) = (key::<K>(r.start), key::<K>(r.end));
+    let mut calls: Vec<SplitCall<Val>> = Vec::new();
+    let split = |v: &mut Counted<Val>, whole: Range<K>, at: K| -> Counted<Val> {
+        let whole = wide(&whole);
+        let at = at.to_u128();
+        calls.push((whole.clone(), at, v.0));
+        Counted::new(offset_split(&v.0, whole, at))
+    };
+    let got: Vec<(Range<u128>, Val)> = match (value, with) {
+        (Some(v), false) => w.insert(s..e, Counted::new(v)),
+        (Some(v), true) => w.insert_with(s..e, Counted::new(v), split),
+        (None, false) => w.remove(s..e),
+        (None, true) => w.remove_with(s..e, split),
+    }
+    .into_iter()
+    .map(|(r, v)| (wide(&r), v.0))
+    .collect();
+    let (want, want_calls) = if with {
+        model.remove(r.start, r.end, &mut offset_split)
+    } else {
+        model.remove(r.start, r.end, &mut clone_split)
+    };
+    let what = if value.is_some() { "insert" } else { "remove" };
+    assert_eq!(got, want, "{what}(with={with}) of {r:?}: displaced pieces");
+    if with {
+        assert_eq!(calls, want_calls, "{what}_with of {r:?}: split calls");
+    }
+    if let Some(v) = value {
+        model.insert_free(r, v);
+    }
 }
