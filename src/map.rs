@@ -82,6 +82,11 @@ pub enum Fit {
 /// stays; [`shrink_to_fit`](Self::shrink_to_fit) moves them all, and gives back every free
 /// chunk at once. Everything is freed with the map.
 ///
+/// Built from `(range, value)` pairs with `collect` or `RangeMap::from([...])`, as if each
+/// were [`Writer::insert`]ed in order (see the `FromIterator` impl below); grown the same
+/// way with `extend`, in one session, also through `&RangeMap`; walked with
+/// `for guard in &map` (as [`iter`](Self::iter)).
+///
 /// An entry holds its value and 16 bytes of lock state, and may take at most 512 MiB (256
 /// MiB on 32-bit targets, where the largest power-of-two allocation is 1 GiB and a
 /// map's chunk holds four entries): a larger `V` fails to compile (box it). For example:
@@ -824,6 +829,14 @@ impl<K: Key, V: Clone> Clone for RangeMap<K, V> {
             });
             out
         };
+        RangeMap::from_sorted(values)
+    }
+}
+
+impl<K: Key, V> RangeMap<K, V> {
+    /// A new map holding `values`: non-empty ranges `lo..hi`, sorted by start and
+    /// disjoint (debug-asserted by `bulk::build`). O(n): the tree is built bottom-up.
+    fn from_sorted(values: Vec<(K, K, V)>) -> Self {
         let n = values.len();
         let mut map = RangeMap::new();
         let blocks = map.scratch.get_mut().blocks();
@@ -839,6 +852,199 @@ impl<K: Key, V: Clone> Clone for RangeMap<K, V> {
         unsafe { NodeMut::recycle(empty, blocks) };
         map.len.store(n, Ordering::Relaxed);
         map
+    }
+}
+
+impl<K: Key, V: Clone> RangeMap<K, V> {
+    /// [`Writer::insert`] each of `items` (non-empty ranges: see `collect_valid`), in
+    /// order, in one session; what they displace is dropped after the commit, so a value's
+    /// `Drop` never runs inside the session. No session at all for no items.
+    fn insert_all(&self, items: Vec<(Range<K>, V)>) {
+        if items.is_empty() {
+            return;
+        }
+        let mut displaced = Vec::new();
+        let mut w = self.write();
+        for (range, value) in items {
+            displaced.extend(w.insert(range, value));
+        }
+        w.commit();
+        drop(displaced);
+    }
+}
+
+/// The items of a `FromIterator` or `Extend` call, all of them, before any is applied;
+/// panics (dropping them all: none is applied, none leaks) if one has an empty or reversed
+/// range, which [`Writer::insert`] would refuse the same way.
+fn collect_valid<K: Key, V>(
+    iter: impl IntoIterator<Item = (Range<K>, V)>,
+    what: &str,
+) -> Vec<(Range<K>, V)> {
+    let items: Vec<(Range<K>, V)> = iter.into_iter().collect();
+    if let Some(i) = items.iter().position(|(r, _)| r.start >= r.end) {
+        panic!(
+            "{what}: empty or reversed range {:?} (item {i}); nothing was inserted",
+            items[i].0
+        );
+    }
+    items
+}
+
+/// `for guard in &map`: the same as [`RangeMap::iter`], every entry in key order, each
+/// read-locked when yielded.
+///
+/// ```
+/// use rcu_rangemap::RangeMap;
+///
+/// let map: RangeMap<u32, char> = [(0..10, 'a'), (20..30, 'b')].into();
+/// let mut seen = Vec::new();
+/// for g in &map {
+///     seen.push((g.range(), *g));
+/// }
+/// assert_eq!(seen, [(0..10, 'a'), (20..30, 'b')]);
+/// ```
+impl<'a, K: Key, V> IntoIterator for &'a RangeMap<K, V> {
+    type Item = ReadGuard<'a, K, V>;
+    type IntoIter = Overlapping<'a, K, V>;
+
+    fn into_iter(self) -> Overlapping<'a, K, V> {
+        self.iter()
+    }
+}
+
+/// A map built from `(range, value)` pairs as if each were [`Writer::insert`]ed in turn
+/// into an empty map: a later range overwrites the part of earlier ones it overlaps, and
+/// an earlier entry it cuts in two keeps a clone of its value on each side. Adjacent
+/// ranges are never merged, even with equal values.
+///
+/// This is `BTreeMap`'s rule (the last value for a key wins) applied key by key, and the
+/// `rangemap` crate's `RangeMap::from_iter` rule, except that `rangemap` also coalesces
+/// touching or overlapping ranges that map to equal values.
+///
+/// All the items are collected first, then checked, then applied: sorted, disjoint input
+/// is built bottom-up in O(n) (as [`Clone`] does), anything else by one insert per item.
+///
+/// # Panics
+/// If any item's range is empty or reversed (`start >= end`), as [`Writer::insert`]
+/// panics on one, naming the range and its position; this happens before anything is
+/// built, and every value is dropped. To skip or report such items instead, filter them
+/// out, or insert them in a session with [`Writer::try_insert`] (which hands back the
+/// value).
+///
+/// ```
+/// use rcu_rangemap::RangeMap;
+///
+/// let map: RangeMap<u64, &str> = [(0..100, "a"), (40..60, "b"), (90..120, "c")]
+///     .into_iter()
+///     .collect();
+/// let all: Vec<_> = map.iter().map(|g| (g.range(), *g)).collect();
+/// assert_eq!(all, [(0..40, "a"), (40..60, "b"), (60..90, "a"), (90..120, "c")]);
+/// ```
+///
+/// ```should_panic
+/// use rcu_rangemap::RangeMap;
+///
+/// // 5..5 holds no key: refused loudly, as `Writer::insert` refuses it.
+/// let map: RangeMap<u64, u8> = vec![(0..5, 1), (5..5, 2)].into_iter().collect();
+/// ```
+impl<K: Key, V: Clone> FromIterator<(Range<K>, V)> for RangeMap<K, V> {
+    fn from_iter<I: IntoIterator<Item = (Range<K>, V)>>(iter: I) -> Self {
+        let items = collect_valid(iter, "RangeMap::from_iter");
+        if items.windows(2).all(|w| w[0].0.end <= w[1].0.start) {
+            return RangeMap::from_sorted(
+                items
+                    .into_iter()
+                    .map(|(r, v)| (r.start, r.end, v))
+                    .collect(),
+            );
+        }
+        let map = RangeMap::new();
+        map.insert_all(items);
+        map
+    }
+}
+
+/// `RangeMap::from([(range, value), ...])`, like `BTreeMap::from`: the same as
+/// [`FromIterator`] over the array (later ranges overwrite earlier ones; panics on an
+/// empty or reversed range).
+///
+/// ```
+/// use rcu_rangemap::RangeMap;
+///
+/// let map = RangeMap::from([(0u32..10, 'a'), (5..15, 'b')]);
+/// let all: Vec<_> = map.iter().map(|g| (g.range(), *g)).collect();
+/// assert_eq!(all, [(0..5, 'a'), (5..15, 'b')]);
+/// ```
+impl<K: Key, V: Clone, const N: usize> From<[(Range<K>, V); N]> for RangeMap<K, V> {
+    fn from(items: [(Range<K>, V); N]) -> Self {
+        items.into_iter().collect()
+    }
+}
+
+/// Insert every `(range, value)` pair, in order, in one writer session, as
+/// [`Writer::insert`] would: a later range overwrites the part of earlier entries (and
+/// earlier items) it overlaps, and an entry it cuts in two keeps a clone of its value on
+/// each side. The values displaced are dropped after the commit.
+///
+/// Through `&mut RangeMap` no reader can exist meanwhile; through `&RangeMap` (the impl
+/// below) readers can, and they see the map before the whole extension or after it, as
+/// for any session (see the [crate docs](crate)).
+///
+/// All the items are collected and checked before the session starts, so the iterator's
+/// own code (even one that reads this map) never runs inside the session.
+///
+/// # Panics
+/// If any item's range is empty or reversed (`start >= end`), before anything is
+/// inserted: the map is unchanged and every value is dropped. If a value's `clone`
+/// panics, the session commits the inserts before it, as any session does on a panic (see
+/// [`Writer`]); the values not yet inserted are dropped.
+///
+/// ```
+/// use rcu_rangemap::RangeMap;
+///
+/// let mut map = RangeMap::from([(0u64..100, "heap")]);
+/// map.extend([(40..60, "stack"), (200..300, "text")]);
+/// let all: Vec<_> = map.iter().map(|g| (g.range(), *g)).collect();
+/// assert_eq!(
+///     all,
+///     [(0..40, "heap"), (40..60, "stack"), (60..100, "heap"), (200..300, "text")]
+/// );
+/// ```
+impl<K: Key, V: Clone> Extend<(Range<K>, V)> for RangeMap<K, V> {
+    fn extend<I: IntoIterator<Item = (Range<K>, V)>>(&mut self, iter: I) {
+        let mut shared: &Self = self;
+        shared.extend(iter);
+    }
+}
+
+/// [`Extend`] for a shared map (`(&map).extend(...)`, or through an `Arc`): a map is
+/// written through `&self` sessions, so the same rules as for `&mut RangeMap` apply, and
+/// readers on other threads see none of the items or all of them (one session, one
+/// commit).
+///
+/// Deadlock hazard, as for [`RangeMap::write`]: the calling thread must not hold a
+/// [`Writer`] of this map, nor a [`ReadGuard`] on an entry that an item overwrites.
+///
+/// ```
+/// use rcu_rangemap::RangeMap;
+/// use std::sync::Arc;
+///
+/// let map = Arc::new(RangeMap::<u64, u32>::new());
+/// let reader = {
+///     let map = Arc::clone(&map);
+///     std::thread::spawn(move || {
+///         // Either nothing yet, or both entries: never only one.
+///         let n = map.iter().count();
+///         assert!(n == 0 || n == 2, "{n}");
+///     })
+/// };
+/// (&*map).extend([(0..10, 1), (10..20, 2)]);
+/// reader.join().unwrap();
+/// assert_eq!(map.len(), 2);
+/// ```
+impl<K: Key, V: Clone> Extend<(Range<K>, V)> for &RangeMap<K, V> {
+    fn extend<I: IntoIterator<Item = (Range<K>, V)>>(&mut self, iter: I) {
+        self.insert_all(collect_valid(iter, "RangeMap::extend"));
     }
 }
 
