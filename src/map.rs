@@ -1170,6 +1170,29 @@ impl<K: Key, V> DoubleEndedIterator for Overlapping<'_, K, V> {
 
 impl<K: Key, V> core::iter::FusedIterator for Overlapping<'_, K, V> {}
 
+/// A second walk from where this one stands: both go on independently (they hold no guard,
+/// only the map and the bounds left to walk), each taking its own read locks.
+///
+/// ```
+/// use rcu_rangemap::RangeMap;
+///
+/// let map = RangeMap::from([(0u32..10, 'a'), (10..20, 'b'), (20..30, 'c')]);
+/// let mut it = map.iter();
+/// it.next();
+/// let rest: Vec<char> = it.clone().map(|g| *g).collect();
+/// assert_eq!(rest, ['b', 'c']);
+/// assert_eq!(it.next_back().map(|g| *g), Some('c'));
+/// ```
+impl<K: Key, V> Clone for Overlapping<'_, K, V> {
+    fn clone(&self) -> Self {
+        Overlapping {
+            map: self.map,
+            front: self.front,
+            back: self.back,
+        }
+    }
+}
+
 impl<K: Key, V> fmt::Debug for Overlapping<'_, K, V> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Overlapping")
