@@ -869,6 +869,7 @@ impl<K: Key, V> fmt::Debug for Writer<'_, K, V> {
 /// let (ranges, values): (Vec<_>, Vec<_>) = cut.into_iter().unzip();
 /// assert_eq!((ranges, values), (vec![5..10, 10..15], vec!['a', 'b']));
 /// ```
+#[derive(Clone)]
 pub struct Displaced<K, V> {
     items: SmallVec<[(Range<K>, V); 2]>,
 }
@@ -914,6 +915,31 @@ impl<K, V> IntoIterator for Displaced<K, V> {
     }
 }
 
+/// `for (range, value) in &displaced`: the pieces by reference, in key order (as the
+/// slice it derefs to).
+///
+/// ```
+/// use rcu_rangemap::RangeMap;
+///
+/// let map = RangeMap::<u32, char>::new();
+/// let mut w = map.write();
+/// w.insert(0..10, 'a');
+/// w.insert(10..20, 'b');
+/// let cut = w.remove(5..15);
+/// let mut keys = 0;
+/// for (range, _) in &cut {
+///     keys += range.len();
+/// }
+/// assert_eq!(keys, 10);
+/// ```
+impl<'a, K, V> IntoIterator for &'a Displaced<K, V> {
+    type Item = &'a (Range<K>, V);
+    type IntoIter = core::slice::Iter<'a, (Range<K>, V)>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.items.iter()
+    }
+}
+
 impl<K: fmt::Debug, V: fmt::Debug> fmt::Debug for Displaced<K, V> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_list().entries(self.items.iter()).finish()
@@ -934,6 +960,7 @@ impl<K: fmt::Debug, V: fmt::Debug> fmt::Debug for Displaced<K, V> {
 /// assert_eq!(it.next_back(), Some((10..20, 2)));
 /// assert_eq!(it.next(), Some((0..10, 1)));
 /// ```
+#[derive(Clone)]
 pub struct DisplacedIter<K, V> {
     inner: smallvec::IntoIter<[(Range<K>, V); 2]>,
 }
