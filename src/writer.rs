@@ -995,6 +995,19 @@ impl<K: fmt::Debug, V: fmt::Debug> fmt::Debug for DisplacedIter<K, V> {
 mod tests {
     use crate::{InsertErrorKind, RangeMap};
 
+    /// A map of `n` ranges `4i..4i + 3` holding `i`, inserted one by one in one session
+    /// (so its leaves are as a growing map leaves them, not bulk-built).
+    fn spaced(n: u64) -> RangeMap<u64, u64> {
+        let map = RangeMap::new();
+        {
+            let mut w = map.write();
+            for i in 0..n {
+                w.try_insert(i * 4..i * 4 + 3, i).unwrap();
+            }
+        }
+        map
+    }
+
     /// A session that removes a range and puts the same range back publishes nothing: the
     /// published root and the entry stay, the entry holds the new value, and the nodes the
     /// session copied and its new entry go back to the slabs. A session that changes
@@ -1078,13 +1091,7 @@ mod tests {
     #[test]
     fn shrink_to_fit_moves_a_lone_entry() {
         let n = if cfg!(miri) { 200 } else { 2_000 };
-        let map = RangeMap::<u64, u64>::new();
-        {
-            let mut w = map.write();
-            for i in 0..n {
-                w.try_insert(i * 4..i * 4 + 3, i).unwrap();
-            }
-        }
+        let map = spaced(n);
         let last = (n - 1) * 4;
         drop(map.write().remove(0..last));
         let at = |k| &*map.get(k).unwrap() as *const u64;
@@ -1509,13 +1516,7 @@ mod tests {
     fn the_hole_survives_what_changes_no_node() {
         use std::panic::{catch_unwind, AssertUnwindSafe};
         let n = if cfg!(miri) { 60 } else { 600 };
-        let map = RangeMap::<u64, u64>::new();
-        {
-            let mut w = map.write();
-            for i in 0..n {
-                w.try_insert(i * 4..i * 4 + 3, i).unwrap();
-            }
-        }
+        let map = spaced(n);
         let boom = |_: &mut u64, _: core::ops::Range<u64>, _: u64| -> u64 { panic!("split") };
         for i in (1..n - 1).step_by(7) {
             let (a, b) = (i * 4, (i + 1) * 4);
@@ -1600,13 +1601,7 @@ mod tests {
     fn a_range_removal_leaves_the_hole_of_its_last_entry() {
         use crate::Fit;
         let n = if cfg!(miri) { 60 } else { 600 };
-        let map = RangeMap::<u64, u64>::new();
-        {
-            let mut w = map.write();
-            for i in 0..n {
-                w.try_insert(i * 4..i * 4 + 3, i).unwrap();
-            }
-        }
+        let map = spaced(n);
         let fit = |w: &super::Writer<'_, u64, u64>| w.find_gap(0..u64::MAX, 8, 1, Fit::Lowest);
         for i in (0..n - 3).step_by(if cfg!(miri) { 7 } else { 3 }) {
             let [a, b, c] = [i, i + 1, i + 2].map(|j| j * 4..j * 4 + 3);
