@@ -429,7 +429,7 @@ impl Reader<'_> {
             None => panic!(
                 "{what}: matches no version in {}..={ub}; versions there: {:#?}",
                 self.lb,
-                &self.versions[self.lb..=ub]
+                self.versions[self.lb..=ub]
                     .iter()
                     .map(|m| m.entries())
                     .collect::<Vec<_>>()
