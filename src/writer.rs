@@ -551,6 +551,65 @@ impl<'a, K: Key, V> Writer<'a, K, V> {
         Some((f.lo..f.hi, h.take_value()))
     }
 
+    /// Keep only the entries for which `keep(range, &value)` returns `true`; remove the
+    /// others whole (no `Clone` needed) and hand them back in key order. O(n + k log n) for
+    /// `k` removed.
+    ///
+    /// `keep` sees every entry of the session's view once, in key order, before anything is
+    /// removed: if it panics, the session's view is as it was before the call. It sees the
+    /// values by shared reference, since lending one mutably would write-lock every entry
+    /// kept (to change values as well, use [`overlapping_mut`](Self::overlapping_mut)
+    /// first). As with the other removals, readers see the entries gone all at once, at the
+    /// commit.
+    ///
+    /// ```
+    /// use rcu_rangemap::RangeMap;
+    ///
+    /// let map: RangeMap<u64, &str> = [(0..10, "heap"), (10..20, "stack"), (30..40, "heap")].into();
+    /// let gone = map.write().retain(|_, v| *v != "heap");
+    /// assert_eq!(gone.into_vec(), vec![(0..10, "heap"), (30..40, "heap")]);
+    /// assert_eq!(map.len(), 1);
+    /// assert_eq!(*map.get(15).unwrap(), "stack");
+    /// ```
+    pub fn retain<F>(&mut self, mut keep: F) -> Displaced<K, V>
+    where
+        F: FnMut(Range<K>, &V) -> bool,
+    {
+        let mut gone: Vec<K> = Vec::new();
+        search::for_each_overlapping(self.root(), K::ZERO, K::MAX, &mut |f| {
+            // SAFETY: as in `get`: an entry of the working tree, written only by this
+            // session, which `&mut self` keeps from writing during the walk.
+            if !keep(f.lo..f.hi, unsafe { f.entry.as_ref().value() }) {
+                gone.push(f.lo);
+            }
+        });
+        let mut out = Displaced::default();
+        out.items.reserve(gone.len());
+        for lo in gone {
+            let piece = self.remove_entry(lo);
+            debug_assert!(piece.is_some(), "an entry listed above is gone");
+            out.items.extend(piece);
+        }
+        out
+    }
+
+    /// Remove every entry (no `Clone` needed) and hand them back in key order: what
+    /// `retain(|_, _| false)` does. O(n log n); readers see the map empty from the commit on.
+    ///
+    /// ```
+    /// use rcu_rangemap::RangeMap;
+    ///
+    /// let map: RangeMap<u8, char> = [(0..1, 'a'), (1..255, 'b')].into();
+    /// let mut w = map.write();
+    /// assert_eq!(w.clear().len(), 2);
+    /// assert!(w.is_empty());
+    /// w.commit();
+    /// assert!(map.is_empty() && map.get(0).is_none());
+    /// ```
+    pub fn clear(&mut self) -> Displaced<K, V> {
+        self.retain(|_, _| false)
+    }
+
     /// The entry holding `key` in the session's view (its own changes included). Does not
     /// lock the entry. O(log n).
     ///

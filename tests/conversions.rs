@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicBool, AtomicIsize, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::Duration;
 
-use common::{small, Rng};
+use common::{covered, small, Rng};
 use proptest::prelude::*;
 use rcu_rangemap::RangeMap;
 
@@ -344,15 +344,7 @@ fn readers_see_all_of_an_extend_or_none() {
             let (mut reads, mut partial) = (0u64, 0u64);
             let mut sizes = std::collections::BTreeSet::new();
             while !done.load(Ordering::Acquire) {
-                let gaps: Vec<_> = map.gaps(0..TOP).collect();
-                let mut covered = Vec::new();
-                let mut at = 0;
-                for g in gaps.iter().chain(std::iter::once(&(TOP..TOP))) {
-                    if g.start > at {
-                        covered.push(at..g.start);
-                    }
-                    at = g.end;
-                }
+                let covered = covered(&map, TOP);
                 let low = covered.iter().filter(|r| r.end <= TOP / 2).count();
                 if low * 2 != covered.len() {
                     partial += 1;

@@ -1,5 +1,6 @@
-//! Helpers shared by the multi-thread test binaries (`stress`, `snapshots`): each includes
-//! this file as `mod common;`, so an item one of them does not use is allowed to go unused.
+//! Helpers shared by the test binaries (`stress`, `snapshots`, `conversions`, `retain`):
+//! each includes this file as `mod common;`, so an item one of them does not use is allowed
+//! to go unused.
 #![allow(dead_code)]
 
 /// Whether to run short: under Miri, or when `RCU_RANGEMAP_SMALL` is set.
@@ -28,4 +29,18 @@ impl Rng {
     pub fn chance(&mut self, one_in: u64) -> bool {
         self.below(one_in) == 0
     }
+}
+
+/// The ranges `map` covers inside `0..top`, adjacent entries merged, all from one published
+/// version (read through `gaps`, which takes one).
+pub fn covered<V>(map: &rcu_rangemap::RangeMap<u64, V>, top: u64) -> Vec<std::ops::Range<u64>> {
+    let mut out = Vec::new();
+    let mut at = 0;
+    for g in map.gaps(0..top).chain(std::iter::once(top..top)) {
+        if g.start > at {
+            out.push(at..g.start);
+        }
+        at = g.end;
+    }
+    out
 }
