@@ -559,13 +559,15 @@ impl<'a, K: Key, V> Writer<'a, K, V> {
     /// removed: if it panics, the session's view is as it was before the call. It sees the
     /// values by shared reference, since lending one mutably would write-lock every entry
     /// kept (to change values as well, use [`overlapping_mut`](Self::overlapping_mut)
-    /// first). As with the other removals, readers see the entries gone all at once, at the
-    /// commit.
+    /// first). Each entry removed is write-locked as by [`remove_entry`](Self::remove_entry),
+    /// which waits for its current readers; readers see all of the removed entries gone at
+    /// once, at the commit.
     ///
     /// ```
     /// use rcu_rangemap::RangeMap;
     ///
-    /// let map: RangeMap<u64, &str> = [(0..10, "heap"), (10..20, "stack"), (30..40, "heap")].into();
+    /// let map: RangeMap<u64, &str> =
+    ///     [(0..10, "heap"), (10..20, "stack"), (30..40, "heap")].into();
     /// let gone = map.write().retain(|_, v| *v != "heap");
     /// assert_eq!(gone.into_vec(), vec![(0..10, "heap"), (30..40, "heap")]);
     /// assert_eq!(map.len(), 1);
@@ -587,7 +589,7 @@ impl<'a, K: Key, V> Writer<'a, K, V> {
         out.items.reserve(gone.len());
         for lo in gone {
             let piece = self.remove_entry(lo);
-            debug_assert!(piece.is_some(), "an entry listed above is gone");
+            debug_assert!(piece.is_some(), "the walk listed an entry that is not there");
             out.items.extend(piece);
         }
         out
