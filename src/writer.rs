@@ -589,7 +589,10 @@ impl<'a, K: Key, V> Writer<'a, K, V> {
         out.items.reserve(gone.len());
         for lo in gone {
             let piece = self.remove_entry(lo);
-            debug_assert!(piece.is_some(), "the walk listed an entry that is not there");
+            debug_assert!(
+                piece.is_some(),
+                "the walk listed an entry that is not there"
+            );
             out.items.extend(piece);
         }
         out
