@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicBool, AtomicIsize, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::Duration;
 
-use common::{covered, small, Rng};
+use common::{covered, small, Rng, StopOnDrop};
 use proptest::prelude::*;
 use rcu_rangemap::RangeMap;
 
@@ -355,6 +355,7 @@ fn readers_see_all_of_an_extend_or_none() {
             }
             (reads, partial, sizes.len())
         });
+        let stop = StopOnDrop(&done);
         while !started.load(Ordering::Acquire) {
             std::thread::yield_now();
         }
@@ -363,7 +364,7 @@ fn readers_see_all_of_an_extend_or_none() {
             (&map).extend([(lo..lo + 5, g), (TOP - lo - 5..TOP - lo, g)]);
             std::thread::yield_now();
         }
-        done.store(true, Ordering::Release);
+        drop(stop);
         let (reads, partial, versions) = reader.join().unwrap();
         assert_eq!(
             partial, 0,

@@ -9,7 +9,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicIsize, Ordering};
 use std::sync::Arc;
 
-use common::{covered, small};
+use common::{covered, small, StopOnDrop};
 use proptest::prelude::*;
 use rcu_rangemap::{Fit, RangeMap};
 
@@ -189,15 +189,7 @@ fn readers_see_a_retain_whole_or_not_at_all() {
             }
             (reads, partial)
         });
-        // Stops the reader however the writer's side ends: a failed assertion below must
-        // fail the test, not leave the scope waiting for a reader that never stops.
-        struct Stop<'a>(&'a AtomicBool);
-        impl Drop for Stop<'_> {
-            fn drop(&mut self) {
-                self.0.store(true, Ordering::Release);
-            }
-        }
-        let stop = Stop(&done);
+        let stop = StopOnDrop(&done);
         while !started.load(Ordering::Acquire) {
             std::thread::yield_now();
         }

@@ -44,3 +44,14 @@ pub fn covered<V>(map: &rcu_rangemap::RangeMap<u64, V>, top: u64) -> Vec<std::op
     }
     out
 }
+
+/// Sets its flag when dropped: a writer side that stops a reader thread through it stops
+/// the reader however it ends, so a failed assertion fails the test instead of leaving a
+/// thread scope waiting for a reader that never stops.
+pub struct StopOnDrop<'a>(pub &'a std::sync::atomic::AtomicBool);
+
+impl Drop for StopOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, std::sync::atomic::Ordering::Release);
+    }
+}
